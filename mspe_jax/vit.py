@@ -1,0 +1,268 @@
+"""Vision Transformer with big_vision parameter names and switchable patch embeddings.
+
+The parameter tree is public API and matches big_vision's ``vit.py`` (Linen numbering):
+
+    embedding/{kernel,bias}                 (p, p, 3, D), (D,)
+    cls                                     (1, 1, D)           pool_type "tok" only
+    pos_embedding                           (1, N*N, D)         no cls slot
+    Transformer/encoderblock_{i}/LayerNorm_0/{scale,bias}
+    Transformer/encoderblock_{i}/MultiHeadDotProductAttention_0/
+        {query,key,value}/kernel            (D, H, D/H)
+        {query,key,value}/bias              (H, D/H)
+        out/{kernel,bias}                   (H, D/H, D), (D,)
+    Transformer/encoderblock_{i}/LayerNorm_1/{scale,bias}
+    Transformer/encoderblock_{i}/MlpBlock_0/Dense_{0,1}/{kernel,bias}
+    Transformer/encoder_norm/{scale,bias}
+    head/{kernel,bias}                      (D, classes)
+    mspe/embedding_{k}/{kernel,bias}        (b_k, b_k, 3, D)    patch_embed "mspe" only
+
+``patch_embed`` picks how images become tokens (see ``mspe_jax.mspe`` for the details):
+
+* ``"vanilla"``: the pretrained kernel at patch ``p``; the grid follows the input
+  (centre-cropped to a multiple of ``p``) and the position embedding is resampled.
+* ``"pi"``: fixed ``N x N`` grid, kernel ``(h//N, w//N)`` by PI-resize of the pretrained one.
+* ``"resize"``: as ``"pi"`` but plain interpolation of the kernel (the paper's ablation).
+* ``"mspe"``: fixed grid, the routed MSPE kernel PI-resized to ``(h//N, w//N)``.
+
+``__call__`` returns ``(logits, extras)``; inputs are NHWC float images in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mspe_jax import mspe as mspe_lib
+from mspe_jax import pi_resize
+
+PATCH_EMBED_MODES = ("vanilla", "pi", "resize", "mspe")
+POOL_TYPES = ("tok", "gap")
+
+VARIANTS = {
+    "Ti": dict(width=192, depth=12, mlp_dim=768, num_heads=3),
+    "S": dict(width=384, depth=12, mlp_dim=1536, num_heads=6),
+    "M": dict(width=512, depth=12, mlp_dim=2048, num_heads=8),
+    "B": dict(width=768, depth=12, mlp_dim=3072, num_heads=12),
+    "L": dict(width=1024, depth=24, mlp_dim=4096, num_heads=16),
+}
+
+
+def decode_variant(variant: str) -> dict[str, Any]:
+  """``"B/16"`` -> ``dict(width=768, depth=12, mlp_dim=3072, num_heads=12,
+  patch_size=(16, 16))``."""
+  name, _, patch = str(variant).partition("/")
+  if name not in VARIANTS or not patch.isdigit() or int(patch) < 1:
+    raise ValueError(f"Unknown ViT variant {variant!r}: expected '<{'|'.join(VARIANTS)}>/<patch>', "
+                     "e.g. 'B/16'.")
+  return dict(VARIANTS[name], patch_size=(int(patch), int(patch)))
+
+
+def check_images(images, in_channels: int = 3) -> None:
+  """Raises ValueError naming the problem for inputs the model cannot take.
+
+  Shape and dtype are checked always (they are static under ``jax.jit``); NaN/inf only for
+  concrete arrays.
+  """
+  shape = tuple(getattr(images, "shape", ()))
+  if len(shape) != 4:
+    raise ValueError(f"Expected a batch of NHWC images of rank 4, got shape {shape}.")
+  if shape[-1] != in_channels:
+    raise ValueError(f"Expected {in_channels} channels in NHWC images, got shape {shape} "
+                     f"(channels last; grey images must be tiled to {in_channels} channels).")
+  dtype = getattr(images, "dtype", None)
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"Images must be floating point in [-1, 1], got dtype {dtype} "
+                     "(convert uint8 with x / 127.5 - 1).")
+  if not isinstance(images, jax.core.Tracer) and not np.isfinite(np.asarray(images)).all():
+    raise ValueError(f"Images of shape {shape} contain NaN or inf pixels.")
+
+
+class MlpBlock(nn.Module):
+  mlp_dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    init = dict(kernel_init=nn.initializers.xavier_uniform(),
+                bias_init=nn.initializers.normal(stddev=1e-6))
+    x = nn.Dense(self.mlp_dim, dtype=self.dtype, **init)(x)
+    x = nn.gelu(x)  # tanh approximation, as big_vision / AugReg
+    return nn.Dense(d, dtype=self.dtype, **init)(x)
+
+
+class Encoder1DBlock(nn.Module):
+  mlp_dim: int
+  num_heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dtype=self.dtype,
+        kernel_init=nn.initializers.xavier_uniform(), deterministic=True)(y, y)
+    x = x + y
+    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
+    y = MlpBlock(self.mlp_dim, dtype=self.dtype)(y)
+    return x + y
+
+
+class Encoder(nn.Module):
+  depth: int
+  mlp_dim: int
+  num_heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    for i in range(self.depth):
+      x = Encoder1DBlock(self.mlp_dim, self.num_heads, self.dtype, name=f"encoderblock_{i}")(x)
+    return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)
+
+
+class ViT(nn.Module):
+  """ViT classifier; see the module docstring for names and patch-embedding modes.
+
+  Attributes:
+    num_classes: head size; 0 or None means no head (logits are the pre-logits).
+    patch_size, width, depth, mlp_dim, num_heads: the architecture (see ``decode_variant``).
+    image_size: native resolution; the token grid is ``N = image_size // patch``.
+    pool_type: ``"tok"`` (cls token, AugReg) or ``"gap"`` (global average pooling).
+    patch_embed: ``"vanilla" | "pi" | "resize" | "mspe"``.
+    leftover: pixels past the fixed grid: ``"resize" | "crop" | "pad"`` (see ``mspe_jax.mspe``).
+    resize_method, antialias: the image resize the PI matrices invert (and the leftover resize).
+    kernel_resize_method: interpolation used by ``patch_embed="resize"``.
+    mspe_base_sizes: MSPE base kernel sizes (default ``p*(k+1)/4``, k < 4).
+    freeze_native_kernel: in ``"mspe"`` mode the pretrained ``embedding`` kernel serves inputs
+      whose kernel is exactly the native patch, so native accuracy is unchanged bit for bit.
+    mspe_kernel: force one MSPE kernel instead of routing (``-1``: the pretrained kernel).
+  """
+  num_classes: int | None = 1000
+  patch_size: Sequence[int] = (16, 16)
+  width: int = 768
+  depth: int = 12
+  mlp_dim: int | None = None
+  num_heads: int = 12
+  image_size: int | Sequence[int] = 224
+  in_channels: int = 3
+  pool_type: str = "tok"
+  patch_embed: str = "vanilla"
+  leftover: str = "resize"
+  resize_method: str = "bilinear"
+  antialias: bool = True
+  kernel_resize_method: str = "bilinear"
+  mspe_base_sizes: Sequence[int] | None = None
+  freeze_native_kernel: bool = False
+  mspe_kernel: int | None = None
+  head_zeroinit: bool = True
+  dtype: Any = jnp.float32
+
+  # ---- static geometry (plain Python, usable outside apply) ----
+
+  @property
+  def patch(self) -> tuple[int, int]:
+    return pi_resize.as_hw(self.patch_size, "patch_size")
+
+  @property
+  def grid(self) -> tuple[int, int]:
+    """The native token grid ``(N, N)``."""
+    ih, iw = pi_resize.as_hw(self.image_size, "image_size")
+    ph, pw = self.patch
+    if ih % ph or iw % pw:
+      raise ValueError(f"image_size {self.image_size} is not a multiple of patch {self.patch}.")
+    return ih // ph, iw // pw
+
+  @property
+  def base_sizes(self) -> tuple[int, ...]:
+    if self.mspe_base_sizes is None:
+      return mspe_lib.default_base_sizes(self.patch[0])
+    return mspe_lib.check_base_sizes(self.mspe_base_sizes)
+
+  def plan(self, height: int, width: int) -> dict[str, Any]:
+    """How an ``height x width`` input is embedded: kernel size, token grid, kernel index.
+
+    ``kernel_index`` is the MSPE kernel used (``-1``: the pretrained kernel; ``None`` outside
+    ``"mspe"`` mode). Raises ValueError for inputs too small for the grid.
+    """
+    if self.patch_embed not in PATCH_EMBED_MODES:
+      raise ValueError(f"Unknown patch_embed {self.patch_embed!r}; expected one of "
+                       f"{PATCH_EMBED_MODES}.")
+    if self.patch_embed == "vanilla":
+      ph, pw = self.patch
+      if height < ph or width < pw:
+        raise ValueError(f"Input of {height}x{width} px is smaller than one {ph}x{pw} patch "
+                         "(patch_embed='vanilla').")
+      return dict(kernel_hw=(ph, pw), grid=(height // ph, width // pw), kernel_index=None)
+    kernel_hw = mspe_lib.fixed_grid_kernel((height, width), self.grid, self.leftover)
+    index = None
+    if self.patch_embed == "mspe":
+      base = self.base_sizes
+      if self.mspe_kernel is not None:
+        if not -1 <= self.mspe_kernel < len(base):
+          raise ValueError(f"mspe_kernel={self.mspe_kernel} out of range for {len(base)} kernels.")
+        index = int(self.mspe_kernel)
+      elif self.freeze_native_kernel and kernel_hw == self.patch:
+        index = mspe_lib.NATIVE_KERNEL
+      else:
+        index = mspe_lib.route(kernel_hw, base)
+    return dict(kernel_hw=kernel_hw, grid=self.grid, kernel_index=index)
+
+  # ---- the model ----
+
+  @nn.compact
+  def __call__(self, images):
+    check_images(images, self.in_channels)
+    if self.pool_type not in POOL_TYPES:
+      raise ValueError(f"Unknown pool_type {self.pool_type!r}; expected one of {POOL_TYPES}.")
+    _, h, w, _ = images.shape
+    plan = self.plan(h, w)
+    x = images.astype(self.dtype)
+
+    kernel, bias = mspe_lib.PatchKernel(self.patch, self.in_channels, self.width,
+                                        name="embedding")()
+    if self.patch_embed == "mspe":
+      mspe_kernels = mspe_lib.MSPEKernels(self.base_sizes, self.in_channels, self.width,
+                                          name="mspe")
+      if plan["kernel_index"] != mspe_lib.NATIVE_KERNEL:
+        kernel, bias = mspe_kernels(plan["kernel_index"])
+      else:
+        mspe_kernels(0)  # declare the MSPE parameters even when the native kernel serves
+
+    if self.patch_embed == "vanilla":
+      gh, gw = plan["grid"]
+      x = mspe_lib.center_crop(x, (gh * self.patch[0], gw * self.patch[1]))
+    else:
+      x, _, _ = mspe_lib.fit_to_grid(x, self.grid, self.leftover, self.resize_method,
+                                     self.antialias)
+      how = "resize" if self.patch_embed == "resize" else "pi"
+      method = self.kernel_resize_method if how == "resize" else self.resize_method
+      kernel = mspe_lib.resample(kernel, plan["kernel_hw"], how, method, self.antialias)
+    tokens = mspe_lib.patchify(x, kernel, bias)
+    n, gh, gw, d = tokens.shape
+    tokens = tokens.reshape(n, gh * gw, d)
+
+    posemb = self.param("pos_embedding", nn.initializers.normal(stddev=d ** -0.5),
+                        (1, self.grid[0] * self.grid[1], d))
+    posemb = pi_resize.resample_posemb(posemb, (gh, gw), old_grid=self.grid)
+    x = tokens + posemb.astype(self.dtype)
+
+    if self.pool_type == "tok":
+      cls = self.param("cls", nn.initializers.zeros, (1, 1, d))
+      x = jnp.concatenate([jnp.tile(cls.astype(self.dtype), (n, 1, 1)), x], axis=1)
+
+    mlp_dim = self.mlp_dim or 4 * d
+    encoded = Encoder(self.depth, mlp_dim, self.num_heads, self.dtype, name="Transformer")(x)
+    pre_logits = encoded[:, 0] if self.pool_type == "tok" else jnp.mean(encoded, axis=1)
+    extras = {"tokens": tokens, "encoded": encoded, "pre_logits": pre_logits}
+    if not self.num_classes:
+      return pre_logits, extras
+    head_init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=head_init, name="head")(
+        pre_logits)
+    return logits, extras
