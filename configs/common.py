@@ -1,0 +1,84 @@
+"""Defaults shared by every config: each experiment overrides what it needs.
+
+Every field a run can read exists here, so the configs stay locked: a misspelt
+``--config.x=y`` is an error that names the field.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.mode = "mspe"             # "mspe": only the MSPE kernels train; "full": everything trains
+  c.init_file = ""            # AugReg / big_vision .npz to start from ("" = from scratch)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.variant = ""        # e.g. "B/16"; "" = read off init_file, or the fields below
+  c.model.patch_size = 16
+  c.model.width = 768
+  c.model.depth = 12
+  c.model.num_heads = 12
+  c.model.mlp_dim = 3072
+  c.model.image_size = 224    # native resolution R; token grid N = R // patch
+  c.model.num_classes = -1    # -1 = keep the file's head; else re-initialise if different
+  c.model.pool_type = "tok"
+  c.model.leftover = "resize"  # pixels past the fixed grid: "resize" | "crop" | "pad"
+  c.model.resize_method = "bilinear"
+  c.model.antialias = True
+
+  c.mspe = ml_collections.ConfigDict()
+  c.mspe.base_sizes = ()      # () = p * (k+1) / 4, k < 4
+  c.mspe.resolutions = ()     # one tuple of sizes (px) per kernel; () = routing-derived
+  c.mspe.lam = 1.0            # weight of the native-resolution term (paper Eq. 7)
+  c.mspe.freeze_native_kernel = False
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.kind = "ce"          # "ce" (Eq. 7) | "distill" (no labels) | "ce+distill"
+  c.loss.temperature = 1.0
+  c.loss.distill_weight = 1.0
+  c.loss.label_smoothing = 0.0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "imagenet2012"  # TFDS name, or "folder:/path" (unlabelled images)
+  c.data.data_dir = ""          # TFDS data_dir ("" = ~/tensorflow_datasets)
+  c.data.train_split = "train"
+  c.data.eval_split = "validation"
+
+  c.input = ml_collections.ConfigDict()
+  c.input.batch_size = 512       # global batch
+  c.input.per_device_batch = 0   # > 0 overrides batch_size: per_device_batch * devices
+  c.input.eval_crop_fraction = 0.875
+  c.input.augment = ml_collections.ConfigDict()
+  c.input.augment.crop_scale = (0.08, 1.0)  # random resized crop area range
+  c.input.augment.crop_ratio = (3 / 4, 4 / 3)
+  c.input.augment.flip = True
+  c.input.augment.color_jitter = 0.4
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "sgd"
+  c.optim.lr = 1e-3
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.weight_decay = 5e-4
+  c.optim.warmup_steps = 0
+  c.optim.decay = "cosine"
+  c.optim.grad_clip = 0.0
+
+  c.num_epochs = 5.0
+  c.total_steps = 0           # > 0 overrides num_epochs
+  c.log_every = 50
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 3
+  c.async_checkpoints = True
+  c.eval_every = 1000         # 0 = no periodic eval
+  c.eval_resolutions = ()     # () = native only
+  c.eval_examples = 10000
+  c.eval_batch_size = 256
+  c.compilation_cache_dir = ""  # "" = <workdir>/jax_cache
+  c.multihost = False
+  c.progress_bar = True
+  c.debug_nonfinite_at_step = -1  # fault injection (tests): poison the gradient at this step
+  return c

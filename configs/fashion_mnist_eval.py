@@ -1,0 +1,53 @@
+r"""The offline resolution sweep: Fashion-MNIST test set, every baseline and MSPE.
+
+Sizes from 1/4 to 2x the native 28 px: every multiple of the 7x7 grid (7 ... 56), sizes
+between them (10, 18, 24, 32, 40) where the leftover-pixel policy decides, and the two
+aspect-ratio sweeps (height 14 with widths 7 ... 56, width 14 with heights 7 ... 56).
+
+Command (after the MSPE training of configs/fashion_mnist_mspe.py; about 4 minutes):
+
+  python eval.py --config configs/fashion_mnist_eval.py --workdir runs/demo
+
+Expected result: ``runs/demo/eval/results.{md,json,csv}`` and three PNG plots; routed MSPE
+above PI-resize and vanilla at every size below 28 px and above image resize at 7 and 14 px;
+28 px equal for vanilla, pi and mspe. The README shows the measured table.
+
+``get_config("smoke")``: two sizes, 64 images, for tests.
+"""
+
+import ml_collections
+
+from configs.fashion_mnist_mspe import SHIPPED_MODEL
+
+
+def get_config(arg: str | None = None):
+  c = ml_collections.ConfigDict()
+  c.pretrained = SHIPPED_MODEL
+  c.mspe_models = "mspe=runs/demo"   # name=workdir-or-npz, comma separated
+  c.methods = ("vanilla", "pi", "img_resize", "kernel_resize_bilinear", "kernel_resize_bicubic",
+               "kernel_resize_nearest")
+  c.per_kernel = True
+  c.resolutions = (7, 10, 14, 18, 21, 24, 28, 32, 35, 40, 42, 49, 56)
+  c.fixed_height = 14
+  c.widths = (7, 14, 21, 28, 42, 56)
+  c.fixed_width = 14
+  c.heights = (7, 14, 21, 28, 42, 56)
+  c.leftover = ""          # "" = each model's own ("resize" by default)
+  c.resize_method = ""     # "" = the pretrained model's ("bilinear")
+  c.antialias = True
+  c.data = ml_collections.ConfigDict(dict(name="fashion_mnist", split="test", data_dir=""))
+  c.crop_fraction = 1.0
+  c.eval_examples = 10000
+  c.batch_size = 1000
+  c.progress_bar = True
+  if arg == "smoke":
+    c.resolutions = (14, 28)
+    c.fixed_height = 14
+    c.widths = (28,)
+    c.fixed_width = 0
+    c.heights = ()
+    c.eval_examples = 64
+    c.batch_size = 32
+  elif arg:
+    raise ValueError(f"Unknown config argument {arg!r}; expected 'smoke' or nothing.")
+  return c

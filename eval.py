@@ -1,0 +1,32 @@
+r"""Resolution and aspect-ratio sweep of every method; writes tables and plots.
+
+  python eval.py --config configs/fashion_mnist_eval.py --workdir runs/demo
+  python eval.py --config configs/vit_b_eval.py --workdir runs/vit_b_mspe \
+      --config.data.data_dir=/data/tfds
+
+Outputs land in ``<workdir>/eval/``: results.md (also printed), results.json, results.csv and
+PNG plots.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Eval config (path.py[:arg]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory; results go to <workdir>/eval.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  import logging
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  from mspe_jax import evaluate
+  result = evaluate.run(_CONFIG.value, _WORKDIR.value)
+  print(result["markdown"])
+  print("Wrote:", ", ".join(sorted(result["paths"].values())))
+
+
+if __name__ == "__main__":
+  app.run(main)
