@@ -11,6 +11,8 @@ PNG plots.
 from absl import app, flags
 from ml_collections import config_flags
 
+from mspe_jax.config_cli import parse_flags
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Eval config (path.py[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory; results go to <workdir>/eval.")
@@ -29,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

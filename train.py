@@ -12,6 +12,8 @@ resumes from the last checkpoint in ``--workdir``.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mspe_jax.config_cli import parse_flags
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config (path.py[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and model.npz.")
@@ -34,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

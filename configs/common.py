@@ -80,5 +80,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.compilation_cache_dir = ""  # "" = <workdir>/jax_cache
   c.multihost = False
   c.progress_bar = True
-  c.debug_nonfinite_at_step = -1  # fault injection (tests): poison the gradient at this step
+  # Fault injection for the reliability tests (-1 = off): poison the gradient at this step;
+  # SIGKILL this process when this step starts; SIGKILL it while this step's save is running.
+  c.debug_nonfinite_at_step = -1
+  c.debug_kill_at_step = -1
+  c.debug_kill_during_save_at_step = -1
   return c

@@ -96,6 +96,12 @@ def build_model(config):
 
 # ---------------------------------------------------------------------------- helpers
 
+def _sigkill_self() -> None:
+  """Fault injection: die like a pre-empted job (no cleanup, no flushing)."""
+  import signal
+  os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _setup_logging(workdir: str) -> logging.Handler:
   os.makedirs(workdir, exist_ok=True)
   handler = logging.FileHandler(os.path.join(workdir, "train.log"))
@@ -203,6 +209,8 @@ def _train(config, workdir: str) -> dict:
   t_window, n_window = time.time(), 0
   try:
     while step < total_steps:
+      if step + 1 == config.debug_kill_at_step:
+        _sigkill_self()
       gb = jax_utils.shard_batch(next(it), mesh)
       if config.mode == "mspe":
         terms = steps.draw_terms(step, config.seed, subsets, model, config.mspe.lam)
@@ -248,6 +256,8 @@ def _train(config, workdir: str) -> dict:
         state = {"params": steps.merge_params(trainable, frozen), "opt_state": opt_state,
                  "step": step}
         ckpt.save(step, state)
+        if step == config.debug_kill_during_save_at_step:
+          _sigkill_self()
 
       if eval_source is not None and (step % config.eval_every == 0 or step == total_steps):
         last_eval = evaluate(fns, steps.merge_params(trainable, frozen), eval_source, config,
