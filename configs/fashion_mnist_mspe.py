@@ -3,7 +3,10 @@ r"""MSPE on the shipped Fashion-MNIST ViT (the offline demo's training step).
 The pretrained model (``assets/fashion_mnist_vit.npz``: 28 px, patch 4, a 7x7 token grid)
 gets K = 4 kernels of base size 1, 2, 3, 4 px, initialised by PI-resize. Only they train;
 the encoder and head are frozen. Loss: paper Eq. 7, each kernel at a resolution drawn from
-its subset (7 / 14 / 21 / 28-56 px) plus lambda = 1 times the native-resolution term.
+its subset (7 / 14 / 21 / 35-56 px). With ``freeze_native_kernel`` the pretrained kernel
+serves 28 px itself, so the native term (lambda) has nothing to train and native accuracy
+is the pretrained model's, bit for bit; set it False (and add 28 to the last subset) for
+the paper's lambda-constrained variant.
 
 Command (about 8 minutes on 2 CPU cores):
 
@@ -27,9 +30,11 @@ def get_config(arg: str | None = None):
   c.init_file = SHIPPED_MODEL
   c.model.image_size = 28
   c.mspe.base_sizes = (1, 2, 3, 4)
-  c.mspe.resolutions = ((7,), (14,), (21,), (28, 35, 42, 49, 56))
+  # The native kernel is frozen (native accuracy stays bit-identical), so kernel 3 trains on
+  # the sizes above native that route to it.
+  c.mspe.resolutions = ((7,), (14,), (21,), (35, 42, 49, 56))
   c.mspe.lam = 1.0
-  c.mspe.freeze_native_kernel = False
+  c.mspe.freeze_native_kernel = True
 
   c.data.name = "fashion_mnist"
   c.data.eval_split = "test"

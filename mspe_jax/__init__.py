@@ -7,9 +7,11 @@
 
 from mspe_jax import pi_resize
 from mspe_jax.checkpoints import load_pretrained, save_npz
+from mspe_jax.ckpt_manager import load_from_workdir
 from mspe_jax.mspe import init_mspe_params
 from mspe_jax.vit import ViT, check_images, decode_variant
 
-__all__ = ["ViT", "check_images", "decode_variant", "init_mspe_params", "load_pretrained",
+__all__ = ["ViT", "check_images", "decode_variant", "init_mspe_params", "load_from_workdir",
+           "load_pretrained",
            "pi_resize", "save_npz"]
 __version__ = "0.1.0"

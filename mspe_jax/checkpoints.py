@@ -106,6 +106,11 @@ def to_big_vision(flat: Mapping[str, np.ndarray], path: str = "<arrays>") -> dic
   return out
 
 
+def _size(h: int, w: int):
+  """An int for square sizes (the usual case), else the (h, w) pair."""
+  return h if h == w else (h, w)
+
+
 def infer_architecture(flat: Mapping[str, np.ndarray], path: str = "<arrays>") -> dict[str, Any]:
   """ViT constructor arguments read off big_vision-named arrays."""
   need = ["embedding/kernel", "pos_embedding",
@@ -130,7 +135,7 @@ def infer_architecture(flat: Mapping[str, np.ndarray], path: str = "<arrays>") -
       depth=depth,
       num_heads=int(query.shape[1]) if query.ndim == 3 else 1,
       mlp_dim=int(flat["Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"].shape[-1]),
-      image_size=(grid[0] * int(kernel.shape[0]), grid[1] * int(kernel.shape[1])),
+      image_size=_size(grid[0] * int(kernel.shape[0]), grid[1] * int(kernel.shape[1])),
       pool_type="tok" if "cls" in flat else "gap",
       num_classes=int(flat["head/kernel"].shape[-1]) if "head/kernel" in flat else 0,
   )
@@ -208,8 +213,8 @@ def load_pretrained(path: str | os.PathLike, *, variant: str | None = None,
   if variant is not None:
     declared = vit_lib.decode_variant(variant)
     arch.update(declared)
-    arch["image_size"] = tuple(g * p for g, p in zip(
-        pi_resize.posemb_grid(flat["pos_embedding"]), declared["patch_size"]))
+    arch["image_size"] = _size(*(g * p for g, p in zip(
+        pi_resize.posemb_grid(flat["pos_embedding"]), declared["patch_size"])))
   base_kwargs = {k: model_kwargs[k] for k in ("in_channels", "pool_type") if k in model_kwargs}
   arch.update(base_kwargs)
 
@@ -231,7 +236,7 @@ def load_pretrained(path: str | os.PathLike, *, variant: str | None = None,
       log.info("%s: resampling the position embedding from grid %s to %s.", path, old_grid,
                new_grid)
       flat["pos_embedding"] = pi_resize.resample_posemb(flat["pos_embedding"], new_grid)
-    arch["image_size"] = pi_resize.as_hw(image_size, "image_size")
+    arch["image_size"] = _size(*pi_resize.as_hw(image_size, "image_size"))
   if num_classes is not None and num_classes != stored_classes:
     log.warning("%s: head has %d classes, %d requested: re-initialising the head (zeros).",
                 path, stored_classes, num_classes)

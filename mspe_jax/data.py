@@ -43,6 +43,12 @@ def _tf():
   return tf
 
 
+def _plain(fn):
+  """Traces ``fn`` as plain TF ops, without AutoGraph (which re-reads source files: a file
+  edited while a run is going would be mis-parsed, and there is no control flow to convert)."""
+  return _tf().autograph.experimental.do_not_convert(fn)
+
+
 class DatasetNotFoundError(FileNotFoundError):
   """A dataset that is not on this machine; the message says what was looked for."""
 
@@ -148,7 +154,7 @@ def tfds_source(name: str, split: str, data_dir: str | None = None) -> Source:
     ds = builder.as_dataset(split=host_split, shuffle_files=epoch_seed is not None,
                             read_config=read, decoders=_skip_decoding(info))
     keys = ["image", "label"] if label is not None else ["image"]
-    return ds.map(lambda ex: {k: ex[k] for k in keys}).take(num_examples)
+    return ds.map(_plain(lambda ex: {k: ex[k] for k in keys})).take(num_examples)
 
   return Source(name, split, num_examples, num_classes, label is not None, make,
                 f"TFDS {name} ({split}) from {prepared}")
@@ -177,7 +183,7 @@ def image_folder_source(directory: str, split: str = "train") -> Source:
     order = (np.arange(len(files)) if epoch_seed is None
              else np.random.default_rng(epoch_seed).permutation(len(files)))
     ds = tf.data.Dataset.from_tensor_slices(np.asarray(files)[order[index::processes][:n]])
-    return ds.map(lambda f: {"image": tf.io.read_file(f)})
+    return ds.map(_plain(lambda f: {"image": tf.io.read_file(f)}))
 
   return Source(f"folder:{directory}", split, n, None, False, make,
                 f"{len(files)} image files under {directory} (no labels)")
@@ -331,13 +337,13 @@ def train_iterator(source: Source, *, global_batch: int, image_size: int, seed: 
     ds = source.make(e_seed)
     ds = ds.enumerate().skip(offset * local_batch)
     if drop_labels:
-      ds = ds.map(lambda i, ex: (i, {"image": ex["image"]}))
+      ds = ds.map(_plain(lambda i, ex: (i, {"image": ex["image"]})))
 
     def prep(i, ex, e_seed=e_seed):
       seed_i = tf.stack([tf.constant(e_seed, tf.int64), i])
       return train_preprocess(ex, seed_i, image_size=image_size, **augment)
 
-    ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(_plain(prep), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local_batch, drop_remainder=True).take(per_epoch - offset)
     ds = ds.prefetch(2)
     yield from ds.as_numpy_iterator()
@@ -358,7 +364,8 @@ def eval_batches(source: Source, *, batch_size: int, image_size: int, crop_fract
   tf = _tf()
   n = source.num_examples if max_examples is None else min(max_examples, source.num_examples)
   ds = source.make(None).take(n)
-  ds = ds.map(lambda ex: eval_preprocess(ex, image_size=image_size, crop_fraction=crop_fraction),
+  ds = ds.map(_plain(lambda ex: eval_preprocess(ex, image_size=image_size,
+                                                crop_fraction=crop_fraction)),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch_size).prefetch(2)
   for batch in ds.as_numpy_iterator():

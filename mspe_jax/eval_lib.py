@@ -38,6 +38,7 @@ class Method:
   model: object          # a ViT
   params_key: str        # which parameter tree it runs on ("pretrained" or an MSPE model name)
   to_native: bool = False  # img_resize: resize the input back to the native resolution
+  square_only: bool = False  # ablations (per-kernel, plain kernel resize): square sweep only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,7 @@ def make_methods(base_model, names: Iterable[str], mspe_models: dict,
       model = mspe_models[name]
       methods.append(Method(name, model, name))
       if per_kernel:
-        methods += [Method(f"{name}_k{i}", model.clone(mspe_kernel=i), name)
+        methods += [Method(f"{name}_k{i}", model.clone(mspe_kernel=i), name, square_only=True)
                     for i in range(len(model.base_sizes))]
     elif name == "vanilla":
       methods.append(Method(name, base_model.clone(patch_embed="vanilla"), "pretrained"))
@@ -67,7 +68,8 @@ def make_methods(base_model, names: Iterable[str], mspe_models: dict,
       method = name[len("kernel_resize_"):]
       pi_resize.canonical_method(method)
       methods.append(Method(name, base_model.clone(patch_embed="resize",
-                                                   kernel_resize_method=method), "pretrained"))
+                                                   kernel_resize_method=method), "pretrained",
+                            square_only=True))
     else:
       raise ValueError(f"Unknown method {name!r}: expected one of {BASELINES} or an MSPE model "
                        f"name ({sorted(mspe_models)}).")
@@ -111,6 +113,8 @@ class Sweep:
     key = (method.name, tuple(hw))
     if key in self.skipped:
       return False
+    if method.square_only and hw[0] != hw[1]:
+      return False
     try:
       method.model.plan(*(self.native_hw if method.to_native else hw))
       return True
@@ -122,7 +126,7 @@ class Sweep:
           progress: bool = True) -> tuple[dict, float]:
     """``({(method, hw): correct}, examples)`` over ``batches`` (dicts with image/label/mask)."""
     pairs = [(m, s.hw) for s in self.shapes for m in self.methods.values()
-             if self.runnable(m, s.hw)]
+             if self.runnable(m, s.hw) and not (m.square_only and s.sweep != "square")]
     pairs = list(dict.fromkeys((m.name, hw) for m, hw in pairs))
     correct = {p: 0 for p in pairs}
     total = 0.0
@@ -152,6 +156,8 @@ def rows(sweep: Sweep, correct: dict, total: float, mspe_names: Iterable[str]) -
   for shape in sweep.shapes:
     for name, m in sweep.methods.items():
       row = {"method": name, "sweep": shape.sweep, "height": shape.hw[0], "width": shape.hw[1]}
+      if m.square_only and shape.sweep != "square":
+        continue
       if (name, shape.hw) not in correct:
         out.append({**row, "top1": None, "note": sweep.skipped.get((name, shape.hw), "")})
         continue

@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO ?= runs/demo
+
+.PHONY: setup data test demo demo-train demo-eval bench lint clean
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+setup: $(STAMP) data
+
+data:
+	@bash scripts/ensure_fashion_mnist.sh
+
+test: setup
+	$(PY) -m pytest -q -n 2 --durations=15 tests
+
+# MSPE on the shipped Fashion-MNIST ViT (labels), the label-free variant, then the sweep.
+demo: setup
+	$(PY) train.py --config configs/fashion_mnist_mspe.py --workdir $(DEMO)
+	$(PY) train.py --config configs/fashion_mnist_mspe_distill.py --workdir $(DEMO)_distill
+	$(PY) eval.py --config configs/fashion_mnist_eval.py --workdir $(DEMO) \
+	  --config.mspe_models=mspe=$(DEMO),mspe_distill=$(DEMO)_distill
+
+bench: setup
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m bench.run
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,219 @@
+"""Benchmarks, as ratios measured in one run: ``make bench`` (or ``python -m bench.run``).
+
+  python -m bench.run                                  # 2 CPU cores: a few minutes
+  python -m bench.run --variants Ti/16,S/16,B/16 --batch 64 --repeats 10   # an accelerator
+
+Prints a table, writes bench/results.json and rewrites the generated part of
+BENCHMARKS.md. Every timing is a median over ``--repeats`` after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from bench import common
+from mspe_jax import checkpoints, flops, jax_utils, pi_resize, steps
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def train_steps(args, variant, npz, res):
+  """Ours vs the PyTorch reference, fine-tuning and distillation steps, FLOP utilisation."""
+  out = {"variant": variant, "batch": args.batch, "resolutions": res}
+  ours = common.OurStep(npz, res, args.batch)
+  out["ours_s"] = common.median_seconds(ours, args.repeats, warmup=2)
+  out["ours_terms"] = [t.name for t in ours.terms]
+  out["flops_per_step"] = ours.flops()
+  full = common.OurStep(npz, res, args.batch, mode="full")
+  out["full_s"] = common.median_seconds(full, args.repeats, warmup=2)
+  distill = common.OurStep(npz, res, args.batch, loss="distill")
+  out["distill_s"] = common.median_seconds(distill, args.repeats, warmup=2)
+  try:
+    import torch
+  except ImportError:
+    out["torch_s"] = None
+    return out
+  from bench.torch_reference import TorchMSPE
+  torch.set_num_threads(os.cpu_count())
+  torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
+  torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
+  device = "cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu" else "cpu"
+  ref = TorchMSPE(npz, ours.model.base_sizes, ours.model.num_heads, device=device)
+  rng = np.random.default_rng(0)
+  x = torch.from_numpy(rng.uniform(-1, 1, (args.batch, 3, 224, 224)).astype(np.float32)).to(device)
+  y = torch.from_numpy(rng.integers(0, 1000, args.batch)).to(device)
+
+  def torch_step():
+    ref.step(x, y, res, native=224)
+    if device == "cuda":
+      torch.cuda.synchronize()
+  out["torch_s"] = common.median_seconds(torch_step, args.repeats, warmup=2)
+  out["torch_device"] = device
+  return out
+
+
+def pi_resize_section(args, npz, res, step_seconds):
+  """Cached PI-resize vs recomputing the pseudo-inverse per call, and its share of a step."""
+  kernel = np.random.default_rng(0).standard_normal((16, 16, 3, 768))
+  rows = []
+  for new in [(4, 4), (32, 32), (9, 18)]:
+    pi_resize.resample_kernel(kernel, new)  # fill the cache
+
+    def naive(new=new):  # what a naive port does: build B and its pinv on every call
+      b = np.kron(*(np.asarray(jax.image.resize(np.eye(o), (o, n), "bilinear")).T
+                    for o, n in zip((16, 16), new)))
+      np.linalg.pinv(b.T) @ kernel.reshape(256, -1)
+    cached = common.median_seconds(lambda new=new: pi_resize.resample_kernel(kernel, new),
+                                   args.repeats)
+    uncached = common.median_seconds(naive, args.repeats)
+    rows.append({"to": list(new), "cached_ms": 1e3 * cached, "naive_ms": 1e3 * uncached,
+                 "speedup": uncached / cached})
+  model = common.OurStep(npz, res, 2).model
+  k = jax.numpy.asarray(kernel[..., :model.width], jax.numpy.float32)
+  sizes = [(r // model.grid[0],) * 2 for r in res]
+  base = model.base_sizes
+  f = jax.jit(lambda k: [pi_resize.resample_kernel(k[:b, :b], s) for b, s in zip(base, sizes)])
+  in_step = common.median_seconds(lambda: jax.block_until_ready(f(k)), args.repeats, warmup=2)
+  return {"rows": rows, "share_of_step": in_step / step_seconds}
+
+
+def compile_section(args, tmp):
+  """Programs compiled in a 200-step run with random draws; cold vs warm first step."""
+  from configs.vit_b_mspe import SUBSETS
+  npz = common.random_checkpoint("Ti/16", os.path.join(tmp, "tiny.npz"))
+  step = common.OurStep(npz, [56, 112, 168, 224], 2)
+  subsets = steps.validate_subsets(SUBSETS, step.model)
+  before = jax_utils.CompileCounter.snapshot()["programs"]
+  for s in range(args.compile_steps):
+    step.terms = steps.draw_terms(s, 0, subsets, step.model, lam=1.0)
+    step()
+  programs = jax_utils.CompileCounter.snapshot()["programs"] - before
+  cache = os.path.join(tmp, "cache")
+  runs = []
+  for _ in range(2):
+    proc = subprocess.run([sys.executable, "-m", "bench.first_step", "--cache", cache, "--npz",
+                           npz], capture_output=True, text=True, cwd=os.path.dirname(HERE),
+                          check=True)
+    runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+  return {"steps": args.compile_steps, "term_programs": step.fns.compiled_term_programs(),
+          "programs_during_run": programs, "subset_sizes": [len(s) for s in subsets],
+          "target": sum(len(s) for s in subsets) + 3,
+          "cold_first_step_s": runs[0]["seconds_to_first_step"],
+          "warm_first_step_s": runs[1]["seconds_to_first_step"],
+          "warm_compiled": runs[1]["compiled"]}
+
+
+def inference_section(args, npz, sizes):
+  """Images/s of routed MSPE at each size vs image resize (upsampling to native)."""
+  model, params = checkpoints.load_pretrained(npz, patch_embed="mspe")
+  base = model.clone(patch_embed="vanilla")
+  rows = []
+  x_native = np.random.default_rng(0).uniform(-1, 1, (args.batch, 224, 224, 3)).astype(np.float32)
+  for r in sizes:
+    x = jax.numpy.asarray(x_native[:, :r, :r])
+    f_mspe = jax.jit(lambda p, x: model.apply({"params": p}, x)[0])
+    f_img = jax.jit(lambda p, x: base.apply({"params": p}, steps.resize_batch(
+        x, (224, 224), "bilinear", True))[0])
+    t_m = common.median_seconds(lambda: f_mspe(params, x).block_until_ready(), args.repeats, 2)
+    t_i = common.median_seconds(lambda: f_img(params, x).block_until_ready(), args.repeats, 2)
+    fl = flops.vit_flops(model, r, r)
+    rows.append({"resolution": r, "mspe_img_s": args.batch / t_m, "img_resize_img_s":
+                 args.batch / t_i, "patch_gflops": fl["patch_gflops"], "gflops": fl["gflops"]})
+  return rows
+
+
+def render(results) -> str:
+  lines = [f"Machine: {results['machine']}. Command: `{results['command']}`. "
+           f"Date: {results['date']}. float32 ({results['precision']}).", ""]
+  lines += ["| MSPE train step | batch | ours img/s | PyTorch ref img/s | ours / ref | MSPE / "
+            "full fine-tune time | distill / CE time | FLOP utilisation |",
+            "|---|---|---|---|---|---|---|---|"]
+  ceiling = results["matmul_ceiling_flops"]
+  for t in results["train"]:
+    ours = t["batch"] / t["ours_s"]
+    ref = t["batch"] / t["torch_s"] if t.get("torch_s") else None
+    util = t["flops_per_step"] / t["ours_s"] / ceiling
+    lines.append(f"| {t['variant']} @224, res {'/'.join(map(str, t['resolutions']))} + native | "
+                 f"{t['batch']} | {ours:.2f} | {'-' if ref is None else f'{ref:.2f}'} | "
+                 f"{'-' if ref is None else f'{ours / ref:.2f}x'} | "
+                 f"{t['ours_s'] / t['full_s']:.2f} | {t['distill_s'] / t['ours_s']:.2f} | "
+                 f"{100 * util:.0f}% of {ceiling / 1e9:.0f} GFLOP/s |")
+  c = results["compile"]
+  lines += ["", f"Compilation: {c['term_programs']} term programs in a {c['steps']}-step run "
+            f"with random draws over subsets of sizes {c['subset_sizes']} (target <= "
+            f"{c['target']}); first step {c['cold_first_step_s']:.1f} s with a cold cache, "
+            f"{c['warm_first_step_s']:.1f} s warm (ratio "
+            f"{c['warm_first_step_s'] / c['cold_first_step_s']:.2f}, {c['warm_compiled']} "
+            f"programs compiled when warm).", ""]
+  p = results["pi_resize"]
+  lines += ["| PI-resize 16 -> | cached ms | recomputed pinv ms | speed-up |", "|---|---|---|---|"]
+  lines += [f"| {r['to'][0]}x{r['to'][1]} | {r['cached_ms']:.3f} | {r['naive_ms']:.1f} | "
+            f"{r['speedup']:.0f}x |" for r in p["rows"]]
+  lines += ["", f"PI-resize share of an MSPE step: {100 * p['share_of_step']:.2f}%.", ""]
+  lines += ["| inference res | MSPE img/s | image resize img/s | MSPE / resize | patch GFLOPs | "
+            "total GFLOPs |", "|---|---|---|---|---|---|"]
+  lines += [f"| {r['resolution']} | {r['mspe_img_s']:.1f} | {r['img_resize_img_s']:.1f} | "
+            f"{r['mspe_img_s'] / r['img_resize_img_s']:.2f} | {r['patch_gflops']:.3f} | "
+            f"{r['gflops']:.2f} |" for r in results["inference"]]
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--variants", default="Ti/16,S/16")
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--resolutions", default="56,112,168,224")
+  p.add_argument("--compile-steps", type=int, default=200)
+  p.add_argument("--precision", choices=["float32", "tf32"], default="float32")
+  p.add_argument("--out", default=os.path.join(HERE, "results.json"))
+  p.add_argument("--markdown", default=os.path.join(os.path.dirname(HERE), "BENCHMARKS.md"))
+  args = p.parse_args(argv)
+  if args.precision == "float32":
+    jax.config.update("jax_default_matmul_precision", "highest")
+  jax_utils.CompileCounter.install()
+  res = [int(r) for r in args.resolutions.split(",")]
+  results = {"command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+             "date": time.strftime("%Y-%m-%d"), "precision": args.precision,
+             "machine": f"{jax.device_count()} x {jax.devices()[0].device_kind} "
+                        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+             "jax": jax.__version__, "train": []}
+  ceiling_n = 8192 if jax.default_backend() == "gpu" else 1024
+  results["matmul_ceiling_flops"] = common.matmul_ceiling(ceiling_n)
+  with tempfile.TemporaryDirectory() as tmp:
+    for variant in args.variants.split(","):
+      npz = common.random_checkpoint(variant, os.path.join(tmp, variant.replace("/", "_") + ".npz"))
+      print(f"train step {variant} ...", flush=True)
+      results["train"].append(train_steps(args, variant, npz, res))
+    first = os.path.join(tmp, args.variants.split(",")[0].replace("/", "_") + ".npz")
+    print("pi-resize ...", flush=True)
+    results["pi_resize"] = pi_resize_section(args, first, res, results["train"][0]["ours_s"])
+    print("compilation ...", flush=True)
+    results["compile"] = compile_section(args, tmp)
+    print("inference ...", flush=True)
+    results["inference"] = inference_section(args, first, [28, 56, 112, 168, 224])
+  text = render(results)
+  print(text)
+  with open(args.out, "w") as f:
+    json.dump(results, f, indent=1)
+  if args.markdown and os.path.exists(args.markdown):
+    doc = open(args.markdown).read()
+    if BEGIN in doc and END in doc:
+      doc = doc[:doc.index(BEGIN) + len(BEGIN)] + "\n" + text + "\n" + doc[doc.index(END):]
+      with open(args.markdown, "w") as f:
+        f.write(doc)
+
+
+if __name__ == "__main__":
+  main()

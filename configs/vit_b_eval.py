@@ -1,0 +1,50 @@
+r"""The paper's ImageNet sweep (Table 1, Fig. 4 and 9) for an MSPE ViT-B/16 and the baselines.
+
+Command (after configs/vit_b_mspe.py trained into runs/vit_b_mspe):
+
+  python eval.py --config configs/vit_b_eval.py --workdir runs/vit_b_mspe \
+      --config.pretrained=checkpoints/B_16-...-res_224.npz --config.data.data_dir=<tfds dir>
+
+Expected result (paper Table 1, 28 / 56 / 112 / 224 / 448 px, timm's 85.1% model):
+vanilla 8.52 / 54.67 / 78.75 / 85.10 / 53.81; PI-resize 14.86 / 63.44 / 80.24 / 85.10 /
+85.11; MSPE 56.41 / 77.94 / 83.75 / 85.10 / 85.11. Not run by us (no ImageNet here).
+Runtime: 50,000 images x 12 sizes x ~15 methods; about an hour on one modern GPU.
+
+``get_config("smoke")``: two sizes, a few images (tests use a self-made TFDS dataset).
+"""
+
+import ml_collections
+
+from configs.vit_b_mspe import AUGREG_B16
+
+
+def get_config(arg: str | None = None):
+  c = ml_collections.ConfigDict()
+  c.pretrained = AUGREG_B16
+  c.mspe_models = "mspe=runs/vit_b_mspe"
+  c.methods = ("vanilla", "pi", "img_resize", "kernel_resize_bilinear", "kernel_resize_bicubic",
+               "kernel_resize_nearest")
+  c.per_kernel = True
+  c.resolutions = (28, 42, 56, 70, 84, 98, 112, 126, 140, 168, 224, 448)
+  c.fixed_height = 128
+  c.widths = (28, 56, 112, 224, 448, 896)
+  c.fixed_width = 128
+  c.heights = (28, 56, 112, 224, 448, 896)
+  c.leftover = ""
+  c.resize_method = ""
+  c.antialias = True
+  c.data = ml_collections.ConfigDict(dict(name="imagenet2012", split="validation", data_dir=""))
+  c.crop_fraction = 0.875
+  c.eval_examples = 50000
+  c.batch_size = 250
+  c.progress_bar = True
+  if arg == "smoke":
+    c.resolutions = (56, 224)
+    c.widths = (112,)
+    c.fixed_width = 0
+    c.heights = ()
+    c.eval_examples = 4
+    c.batch_size = 2
+  elif arg:
+    raise ValueError(f"Unknown config argument {arg!r}; expected 'smoke' or nothing.")
+  return c

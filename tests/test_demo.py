@@ -1,0 +1,34 @@
+"""The shortened demo reproduces the paper's claims on Fashion-MNIST (issue: offline demo)."""
+
+from tests.conftest import top1
+
+BELOW_NATIVE = (7, 10, 14, 21)
+
+
+def test_mspe_beats_the_baselines_below_native(demo_runs):
+  res = demo_runs["eval"]
+  for r in BELOW_NATIVE:
+    mspe = top1(res, "mspe", r)
+    assert mspe > top1(res, "pi", r), r
+    assert mspe > top1(res, "vanilla", r), r
+  for r in (7, 14):  # a quarter and half of native
+    assert top1(res, "mspe", r) > top1(res, "img_resize", r), r
+
+
+def test_training_raises_half_resolution_accuracy_over_untrained_kernels(demo_runs):
+  # "pi" is exactly the untrained MSPE model (kernels initialised by PI-resize).
+  res = demo_runs["eval"]
+  assert top1(res, "mspe", 14) > top1(res, "pi", 14) + 0.05
+
+
+def test_native_accuracy_is_unchanged(demo_runs):
+  res = demo_runs["eval"]
+  assert top1(res, "mspe", 28) == top1(res, "vanilla", 28)
+
+
+def test_label_free_run_never_sees_labels_and_still_helps(demo_runs):
+  assert demo_runs["summaries"]["mspe_distill"]["batch_keys"] == ["image"]
+  assert demo_runs["summaries"]["mspe"]["batch_keys"] == ["image", "label"]
+  res = demo_runs["eval"]
+  assert top1(res, "mspe_distill", 14) > top1(res, "pi", 14) + 0.05
+  assert top1(res, "mspe_distill", 7) > top1(res, "pi", 7)

@@ -1,0 +1,28 @@
+"""The Colab notebook runs top to bottom, headless, on the demo's checkpoint."""
+
+import os
+
+import nbformat
+from nbclient import NotebookClient
+
+from tests import runner
+
+
+def test_notebook_runs(demo_runs, tmp_path, monkeypatch):
+  path = os.path.join(runner.REPO, "notebooks", "mspe_eval.ipynb")
+  nb = nbformat.read(path, as_version=4)
+  monkeypatch.setenv("MSPE_WORKDIR", str(demo_runs["root"] / "mspe"))
+  monkeypatch.setenv("MSPE_EVAL_EXAMPLES", "200")
+  monkeypatch.setenv("MPLBACKEND", "Agg")
+  monkeypatch.setenv("MSPE_NOTEBOOK_OUT", str(tmp_path))
+  client = NotebookClient(nb, timeout=900, kernel_name="python3",
+                          resources={"metadata": {"path": runner.REPO}})
+  client.execute()
+  outputs = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+  assert "base kernels (1, 2, 3, 4)" in outputs
+  assert "| mspe |" in outputs
+  images = [o for c in nb.cells for o in c.get("outputs", [])
+            if "data" in o and "image/png" in o["data"]]
+  assert len(images) == 2  # the curves and the image grid
+  assert os.path.exists(tmp_path / "eval" / "results.json")
