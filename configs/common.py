@@ -80,9 +80,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.compilation_cache_dir = ""  # "" = <workdir>/jax_cache
   c.multihost = False
   c.progress_bar = True
-  # Fault injection for the reliability tests (-1 = off): poison the gradient at this step;
-  # SIGKILL this process when this step starts; SIGKILL it while this step's save is running.
-  c.debug_nonfinite_at_step = -1
+  # Fault injection for the reliability tests (-1 = off): NaN pixels in this step's batch
+  # (a non-finite loss); a NaN gradient at this step; SIGKILL this process when this step
+  # starts; SIGKILL it while this step's checkpoint is being written.
+  c.debug_nonfinite_loss_at_step = -1
+  c.debug_nonfinite_grad_at_step = -1
   c.debug_kill_at_step = -1
   c.debug_kill_during_save_at_step = -1
   return c

@@ -24,6 +24,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import tqdm
 
 from mspe_jax import checkpoints, ckpt_manager, data, jax_utils, losses, optim, pi_resize, steps
@@ -211,7 +212,10 @@ def _train(config, workdir: str) -> dict:
     while step < total_steps:
       if step + 1 == config.debug_kill_at_step:
         _sigkill_self()
-      gb = jax_utils.shard_batch(next(it), mesh)
+      batch_np = next(it)
+      if step + 1 == config.debug_nonfinite_loss_at_step:  # fault injection (tests)
+        batch_np = dict(batch_np, image=np.full_like(batch_np["image"], np.nan))
+      gb = jax_utils.shard_batch(batch_np, mesh)
       if config.mode == "mspe":
         terms = steps.draw_terms(step, config.seed, subsets, model, config.mspe.lam)
       else:
@@ -224,12 +228,13 @@ def _train(config, workdir: str) -> dict:
                                  jnp.float32(term.weight), kernel=term.kernel, hw=term.hw)
         values.append(value)
         grads.append(g)
-      if step + 1 == config.debug_nonfinite_at_step:  # fault injection for the tests
+      if step + 1 == config.debug_nonfinite_grad_at_step:  # fault injection (tests)
         grads[0] = jax.tree_util.tree_map(lambda g: g * jnp.nan, grads[0])
       new_trainable, new_opt_state, grad_norm = fns.update(trainable, opt_state, grads)
       values, grad_norm = jax.device_get((values, grad_norm))
       loss = float(sum(t.weight * v for t, v in zip(terms, values)))
       if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):
+        ckpt.wait()  # the save in flight holds the last good state: let it finish
         good = ckpt.steps()
         raise NonFiniteError(
             f"Non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at step {step + 1} "

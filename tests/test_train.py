@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import fashion_mnist_mspe
-from mspe_jax import checkpoints, jax_utils, losses, optim, steps, train_lib
+from mspe_jax import checkpoints, jax_utils, losses, optim, steps
 from tests import runner
 
 MSPE_SMOKE = "configs/fashion_mnist_mspe.py:smoke"
@@ -170,19 +170,6 @@ def test_bad_subsets_and_batches(augreg_file):
     devices = np.empty(8)
   with pytest.raises(ValueError, match="Global batch size 12 is not divisible by the 8 devices"):
     jax_utils.check_batch(12, FakeMesh())
-
-
-def test_nonfinite_gradient_stops_with_the_step(tmp_path, smoke_overrides):
-  cfg = fashion_mnist_mspe.get_config("smoke")
-  for k, v in smoke_overrides.items():
-    if k != "mspe.resolutions":
-      setattr(cfg, k, v)
-  cfg.debug_nonfinite_at_step = 5
-  with pytest.raises(train_lib.NonFiniteError, match=r"gradient at step 5.*latest checkpoint is "
-                                                     r"step 4"):
-    train_lib.train_and_evaluate(cfg, str(tmp_path))
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
-  assert not (tmp_path / "model.npz").exists()
 
 
 def test_misspelt_config_field_is_named(tmp_path):
