@@ -35,10 +35,14 @@ def train_steps(args, variant, npz, res):
   out["ours_s"] = common.median_seconds(ours, args.repeats, warmup=2)
   out["ours_terms"] = [t.name for t in ours.terms]
   out["flops_per_step"] = ours.flops()
+  del ours
   full = common.OurStep(npz, res, args.batch, mode="full")
   out["full_s"] = common.median_seconds(full, args.repeats, warmup=2)
-  distill = common.OurStep(npz, res, args.batch, loss="distill")
-  out["distill_s"] = common.median_seconds(distill, args.repeats, warmup=2)
+  del full
+  if args.distill:
+    distill = common.OurStep(npz, res, args.batch, loss="distill")
+    out["distill_s"] = common.median_seconds(distill, args.repeats, warmup=2)
+    del distill
   try:
     import torch
   except ImportError:
@@ -49,7 +53,8 @@ def train_steps(args, variant, npz, res):
   torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
   torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
   device = "cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu" else "cpu"
-  ref = TorchMSPE(npz, ours.model.base_sizes, ours.model.num_heads, device=device)
+  model = checkpoints.load_pretrained(npz, patch_embed="mspe")[0]
+  ref = TorchMSPE(npz, model.base_sizes, model.num_heads, device=device)
   rng = np.random.default_rng(0)
   x = torch.from_numpy(rng.uniform(-1, 1, (args.batch, 3, 224, 224)).astype(np.float32)).to(device)
   y = torch.from_numpy(rng.integers(0, 1000, args.batch)).to(device)
@@ -79,7 +84,7 @@ def pi_resize_section(args, npz, res, step_seconds):
     uncached = common.median_seconds(naive, args.repeats)
     rows.append({"to": list(new), "cached_ms": 1e3 * cached, "naive_ms": 1e3 * uncached,
                  "speedup": uncached / cached})
-  model = common.OurStep(npz, res, 2).model
+  model = checkpoints.load_pretrained(npz, patch_embed="mspe")[0]
   k = jax.numpy.asarray(kernel[..., :model.width], jax.numpy.float32)
   sizes = [(r // model.grid[0],) * 2 for r in res]
   base = model.base_sizes
@@ -120,13 +125,16 @@ def inference_section(args, npz, sizes):
   base = model.clone(patch_embed="vanilla")
   rows = []
   x_native = np.random.default_rng(0).uniform(-1, 1, (args.batch, 224, 224, 3)).astype(np.float32)
+  f_mspe = jax.jit(lambda p, x: model.apply({"params": p}, x)[0])
+  f_img = jax.jit(lambda p, x: base.apply({"params": p}, steps.resize_batch(
+      x, (224, 224), "bilinear", True))[0])
+  params = jax.device_put(params)
   for r in sizes:
     x = jax.numpy.asarray(x_native[:, :r, :r])
-    f_mspe = jax.jit(lambda p, x: model.apply({"params": p}, x)[0])
-    f_img = jax.jit(lambda p, x: base.apply({"params": p}, steps.resize_batch(
-        x, (224, 224), "bilinear", True))[0])
-    t_m = common.median_seconds(lambda: f_mspe(params, x).block_until_ready(), args.repeats, 2)
-    t_i = common.median_seconds(lambda: f_img(params, x).block_until_ready(), args.repeats, 2)
+    t_m = common.median_seconds(lambda x=x: f_mspe(params, x).block_until_ready(),
+                                args.repeats, 2)
+    t_i = common.median_seconds(lambda x=x: f_img(params, x).block_until_ready(),
+                                args.repeats, 2)
     fl = flops.vit_flops(model, r, r)
     rows.append({"resolution": r, "mspe_img_s": args.batch / t_m, "img_resize_img_s":
                  args.batch / t_i, "patch_gflops": fl["patch_gflops"], "gflops": fl["gflops"]})
@@ -140,33 +148,49 @@ def render(results) -> str:
             "full fine-tune time | distill / CE time | FLOP utilisation |",
             "|---|---|---|---|---|---|---|---|"]
   ceiling = results["matmul_ceiling_flops"]
-  for t in results["train"]:
+  for t in results.get("train", []):
     ours = t["batch"] / t["ours_s"]
     ref = t["batch"] / t["torch_s"] if t.get("torch_s") else None
     util = t["flops_per_step"] / t["ours_s"] / ceiling
+    distill = f"{t['distill_s'] / t['ours_s']:.2f}" if "distill_s" in t else "-"
     lines.append(f"| {t['variant']} @224, res {'/'.join(map(str, t['resolutions']))} + native | "
                  f"{t['batch']} | {ours:.2f} | {'-' if ref is None else f'{ref:.2f}'} | "
                  f"{'-' if ref is None else f'{ours / ref:.2f}x'} | "
-                 f"{t['ours_s'] / t['full_s']:.2f} | {t['distill_s'] / t['ours_s']:.2f} | "
-                 f"{100 * util:.0f}% of {ceiling / 1e9:.0f} GFLOP/s |")
-  c = results["compile"]
-  lines += ["", f"Compilation: {c['term_programs']} term programs in a {c['steps']}-step run "
+                 f"{t['ours_s'] / t['full_s']:.2f} | {distill} | "
+                 f"{100 * util:.0f}% of {ceiling / 1e12:.2f} TFLOP/s |")
+  if "compile" in results:
+    lines += _compile_lines(results["compile"])
+  if "pi_resize" in results:
+    lines += _pi_lines(results["pi_resize"])
+  if "inference" in results:
+    lines += _inference_lines(results["inference"])
+  return "\n".join(lines)
+
+
+def _compile_lines(c):
+  return ["", f"Compilation: {c['term_programs']} term programs in a {c['steps']}-step run "
             f"with random draws over subsets of sizes {c['subset_sizes']} (target <= "
             f"{c['target']}); first step {c['cold_first_step_s']:.1f} s with a cold cache, "
             f"{c['warm_first_step_s']:.1f} s warm (ratio "
             f"{c['warm_first_step_s'] / c['cold_first_step_s']:.2f}, {c['warm_compiled']} "
             f"programs compiled when warm).", ""]
-  p = results["pi_resize"]
-  lines += ["| PI-resize 16 -> | cached ms | recomputed pinv ms | speed-up |", "|---|---|---|---|"]
+
+
+def _pi_lines(p):
+  lines = ["", "| PI-resize 16 -> (numpy, float64) | cached ms | recomputed pinv ms | speed-up |",
+           "|---|---|---|---|"]
   lines += [f"| {r['to'][0]}x{r['to'][1]} | {r['cached_ms']:.3f} | {r['naive_ms']:.1f} | "
-            f"{r['speedup']:.0f}x |" for r in p["rows"]]
-  lines += ["", f"PI-resize share of an MSPE step: {100 * p['share_of_step']:.2f}%.", ""]
-  lines += ["| inference res | MSPE img/s | image resize img/s | MSPE / resize | patch GFLOPs | "
-            "total GFLOPs |", "|---|---|---|---|---|---|"]
-  lines += [f"| {r['resolution']} | {r['mspe_img_s']:.1f} | {r['img_resize_img_s']:.1f} | "
-            f"{r['mspe_img_s'] / r['img_resize_img_s']:.2f} | {r['patch_gflops']:.3f} | "
-            f"{r['gflops']:.2f} |" for r in results["inference"]]
-  return "\n".join(lines)
+            f"{r['speedup']:.1f}x |" for r in p["rows"]]
+  return lines + ["", f"PI-resize share of an MSPE step (the K kernel matmuls, jitted): "
+                  f"{100 * p['share_of_step']:.2f}%.", ""]
+
+
+def _inference_lines(rows):
+  lines = ["", "| inference res | MSPE img/s | image resize img/s | MSPE / resize | patch GFLOPs | "
+           "total GFLOPs |", "|---|---|---|---|---|---|"]
+  return lines + [f"| {r['resolution']} | {r['mspe_img_s']:.1f} | {r['img_resize_img_s']:.1f} | "
+                  f"{r['mspe_img_s'] / r['img_resize_img_s']:.2f} | {r['patch_gflops']:.3f} | "
+                  f"{r['gflops']:.2f} |" for r in rows]
 
 
 def main(argv=None):
@@ -177,36 +201,55 @@ def main(argv=None):
   p.add_argument("--resolutions", default="56,112,168,224")
   p.add_argument("--compile-steps", type=int, default=200)
   p.add_argument("--precision", choices=["float32", "tf32"], default="float32")
+  p.add_argument("--sections", default="train,pi,compile,inference")
+  p.add_argument("--no-distill", dest="distill", action="store_false")
   p.add_argument("--out", default=os.path.join(HERE, "results.json"))
   p.add_argument("--markdown", default=os.path.join(os.path.dirname(HERE), "BENCHMARKS.md"))
   args = p.parse_args(argv)
   if args.precision == "float32":
     jax.config.update("jax_default_matmul_precision", "highest")
   jax_utils.CompileCounter.install()
+  sections = set(args.sections.split(","))
   res = [int(r) for r in args.resolutions.split(",")]
-  results = {"command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+  given = argv if argv is not None else sys.argv[1:]
+  results = {"command": " ".join(["python -m bench.run", *given]),
              "date": time.strftime("%Y-%m-%d"), "precision": args.precision,
              "machine": f"{jax.device_count()} x {jax.devices()[0].device_kind} "
                         f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
              "jax": jax.__version__, "train": []}
   ceiling_n = 8192 if jax.default_backend() == "gpu" else 1024
   results["matmul_ceiling_flops"] = common.matmul_ceiling(ceiling_n)
+  def save():
+    with open(args.out, "w") as f:
+      json.dump(results, f, indent=1)
+
   with tempfile.TemporaryDirectory() as tmp:
-    for variant in args.variants.split(","):
-      npz = common.random_checkpoint(variant, os.path.join(tmp, variant.replace("/", "_") + ".npz"))
-      print(f"train step {variant} ...", flush=True)
-      results["train"].append(train_steps(args, variant, npz, res))
-    first = os.path.join(tmp, args.variants.split(",")[0].replace("/", "_") + ".npz")
-    print("pi-resize ...", flush=True)
-    results["pi_resize"] = pi_resize_section(args, first, res, results["train"][0]["ours_s"])
-    print("compilation ...", flush=True)
-    results["compile"] = compile_section(args, tmp)
-    print("inference ...", flush=True)
-    results["inference"] = inference_section(args, first, [28, 56, 112, 168, 224])
+    jax_utils.enable_compilation_cache(os.path.join(tmp, "jax_cache"))
+    first = common.random_checkpoint(args.variants.split(",")[0],
+                                     os.path.join(tmp, "first.npz"))
+    if "train" in sections:
+      for variant in args.variants.split(","):
+        npz = common.random_checkpoint(variant, os.path.join(tmp, variant.replace("/", "_")
+                                                             + ".npz"))
+        print(f"train step {variant} ...", flush=True)
+        results["train"].append(train_steps(args, variant, npz, res))
+        save()
+    if "pi" in sections:
+      print("pi-resize ...", flush=True)
+      step_s = (results["train"][0]["ours_s"] if results["train"] else
+                common.median_seconds(common.OurStep(first, res, args.batch), args.repeats, 2))
+      results["pi_resize"] = pi_resize_section(args, first, res, step_s)
+      save()
+    if "compile" in sections:
+      print("compilation ...", flush=True)
+      results["compile"] = compile_section(args, tmp)
+      save()
+    if "inference" in sections:
+      print("inference ...", flush=True)
+      results["inference"] = inference_section(args, first, [28, 56, 112, 168, 224])
+      save()
   text = render(results)
   print(text)
-  with open(args.out, "w") as f:
-    json.dump(results, f, indent=1)
   if args.markdown and os.path.exists(args.markdown):
     doc = open(args.markdown).read()
     if BEGIN in doc and END in doc:

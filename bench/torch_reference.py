@@ -55,7 +55,8 @@ class TorchViT(torch.nn.Module):
       self.blocks.append(torch.nn.ParameterDict(block))
       i += 1
     self.blocks = torch.nn.ModuleList(self.blocks)
-    self.norm_w, self.norm_b = t("Transformer/encoder_norm/scale"), t("Transformer/encoder_norm/bias")
+    self.norm_w = t("Transformer/encoder_norm/scale")
+    self.norm_b = t("Transformer/encoder_norm/bias")
     self.head_w = torch.nn.Parameter(torch.from_numpy(flat["head/kernel"].T.copy()),
                                      requires_grad=False)
     self.head_b = t("head/bias")
