@@ -20,7 +20,8 @@ data:
 	@bash scripts/ensure_fashion_mnist.sh
 
 test: setup
-	$(PY) -m pytest -q -n 2 --durations=15 tests
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 tests
 
 # MSPE on the shipped Fashion-MNIST ViT (labels), the label-free variant, then the sweep.
 demo: setup

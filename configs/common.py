@@ -88,3 +88,25 @@ def base_config() -> ml_collections.ConfigDict:
   c.debug_kill_at_step = -1
   c.debug_kill_during_save_at_step = -1
   return c
+
+
+def parse_arg(arg: str | None) -> bool:
+  """``get_config``'s argument: ``"smoke"`` (True) or nothing (False)."""
+  if arg and arg != "smoke":
+    raise ValueError(f"Unknown config argument {arg!r}; expected 'smoke' or nothing.")
+  return arg == "smoke"
+
+
+def smoke(c: ml_collections.ConfigDict, *, steps: int, batch: int, checkpoint_every: int,
+          eval_examples: int) -> ml_collections.ConfigDict:
+  """A handful of steps on tiny batches (what the tests run): every part of the loop runs."""
+  c.total_steps = steps
+  c.input.per_device_batch = 0
+  c.input.batch_size = batch
+  c.optim.warmup_steps = min(c.optim.warmup_steps, steps // 2)
+  c.log_every = 1 if steps < 4 else 2
+  c.checkpoint_every = checkpoint_every
+  c.eval_every = steps
+  c.eval_examples = eval_examples
+  c.eval_batch_size = min(32, eval_examples)
+  return c

@@ -57,14 +57,6 @@ def get_config(arg: str | None = None):
   c.eval_examples = 2000
   c.eval_batch_size = 500
 
-  if arg == "smoke":
-    c.total_steps = 4
-    c.input.batch_size = 16
-    c.log_every = 2
-    c.checkpoint_every = 2
-    c.eval_every = 4
-    c.eval_examples = 64
-    c.eval_batch_size = 32
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r}; expected 'smoke' or nothing.")
+  if common.parse_arg(arg):
+    common.smoke(c, steps=4, batch=16, checkpoint_every=2, eval_examples=64)
   return c

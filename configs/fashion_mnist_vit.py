@@ -50,15 +50,6 @@ def get_config(arg: str | None = None):
   c.eval_examples = 10000
   c.eval_batch_size = 500
 
-  if arg == "smoke":
-    c.total_steps = 6
-    c.input.batch_size = 16
-    c.optim.warmup_steps = 2
-    c.log_every = 2
-    c.checkpoint_every = 3
-    c.eval_every = 6
-    c.eval_examples = 64
-    c.eval_batch_size = 32
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r}; expected 'smoke' or nothing.")
+  if common.parse_arg(arg):
+    common.smoke(c, steps=6, batch=16, checkpoint_every=3, eval_examples=64)
   return c

@@ -15,6 +15,7 @@ Runtime: 50,000 images x 12 sizes x ~15 methods; about an hour on one modern GPU
 
 import ml_collections
 
+from configs import common
 from configs.vit_b_mspe import AUGREG_B16
 
 
@@ -24,7 +25,7 @@ def get_config(arg: str | None = None):
   c.mspe_models = "mspe=runs/vit_b_mspe"
   c.methods = ("vanilla", "pi", "img_resize", "kernel_resize_bilinear", "kernel_resize_bicubic",
                "kernel_resize_nearest")
-  c.per_kernel = True
+  c.per_kernel = "mspe"     # MSPE models also evaluated kernel by kernel (for the oracle row)
   c.resolutions = (28, 42, 56, 70, 84, 98, 112, 126, 140, 168, 224, 448)
   c.fixed_height = 128
   c.widths = (28, 56, 112, 224, 448, 896)
@@ -38,13 +39,11 @@ def get_config(arg: str | None = None):
   c.eval_examples = 50000
   c.batch_size = 250
   c.progress_bar = True
-  if arg == "smoke":
+  if common.parse_arg(arg):
     c.resolutions = (56, 224)
     c.widths = (112,)
     c.fixed_width = 0
     c.heights = ()
     c.eval_examples = 4
     c.batch_size = 2
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r}; expected 'smoke' or nothing.")
   return c

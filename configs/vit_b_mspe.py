@@ -8,7 +8,8 @@ resized crop, horizontal flip, colour jitter 0.4.
 Get the checkpoint (AugReg, ImageNet-21k pre-trained, ImageNet-1k fine-tuned at 224 px,
 https://github.com/google-research/vision_transformer):
 
-  gsutil cp gs://vit_models/augreg/B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.01-res_224.npz checkpoints/
+  F=B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.01-res_224.npz
+  gsutil cp gs://vit_models/augreg/$F checkpoints/
 
 and ImageNet in TFDS (``tfds build imagenet2012 --manual_dir=<dir with the ILSVRC2012 tars>``).
 
@@ -72,17 +73,8 @@ def get_config(arg: str | None = None):
   c.eval_examples = 10000
   c.eval_batch_size = 256
 
-  if arg == "smoke":
+  if common.parse_arg(arg):
+    common.smoke(c, steps=3, batch=2, checkpoint_every=3, eval_examples=4)
     c.mspe.resolutions = ((56,), (112,), (168,), (224,))
-    c.input.per_device_batch = 0
-    c.input.batch_size = 2
-    c.total_steps = 3
-    c.log_every = 1
-    c.checkpoint_every = 3
-    c.eval_every = 3
     c.eval_resolutions = (224, 56)
-    c.eval_examples = 4
-    c.eval_batch_size = 2
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r}; expected 'smoke' or nothing.")
   return c

@@ -48,14 +48,19 @@ class Shape:
 
 
 def make_methods(base_model, names: Iterable[str], mspe_models: dict,
-                 per_kernel: bool = True) -> list[Method]:
-  """Baselines on the pretrained model plus each MSPE model (and its per-kernel variants)."""
+                 per_kernel: Iterable[str] = ()) -> list[Method]:
+  """Baselines on the pretrained model plus each MSPE model; for the MSPE models named in
+  ``per_kernel`` also every kernel forced (``<name>_k{i}``), which the oracle row needs."""
+  unknown = set(per_kernel) - set(mspe_models)
+  if unknown:
+    raise ValueError(f"per_kernel names {sorted(unknown)} are not MSPE models "
+                     f"({sorted(mspe_models)}).")
   methods = []
   for name in names:
     if name in mspe_models:
       model = mspe_models[name]
       methods.append(Method(name, model, name))
-      if per_kernel:
+      if name in per_kernel:
         methods += [Method(f"{name}_k{i}", model.clone(mspe_kernel=i), name, square_only=True)
                     for i in range(len(model.base_sizes))]
     elif name == "vanilla":
@@ -168,6 +173,8 @@ def rows(sweep: Sweep, correct: dict, total: float, mspe_names: Iterable[str]) -
                   "kernel_hw": list(plan["kernel_hw"]), "grid": list(plan["grid"]),
                   "kernel_index": plan["kernel_index"]})
   for name in mspe_names:
+    if not any(m.startswith(f"{name}_k") for m in sweep.methods):
+      continue  # no per-kernel rows: no oracle to report
     for shape in sweep.shapes:
       same = [r for r in out if r["height"] == shape.hw[0] and r["width"] == shape.hw[1]
               and r["sweep"] == shape.sweep and r.get("top1") is not None

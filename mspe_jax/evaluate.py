@@ -61,7 +61,8 @@ def run(config, workdir: str) -> dict:
     model, params, identities[name] = load_mspe(path, overrides)
     mspe_models[name], params_by_key[name] = model, params
   names = list(config.methods) + list(mspe_models)
-  methods = eval_lib.make_methods(base, names, mspe_models, per_kernel=config.per_kernel)
+  per_kernel = [n.strip() for n in config.per_kernel.split(",") if n.strip()]
+  methods = eval_lib.make_methods(base, names, mspe_models, per_kernel=per_kernel)
   shapes = eval_lib.make_shapes(config)
   native = base.image_size if isinstance(base.image_size, int) else base.image_size[0]
   resize_method = config.resize_method or base.resize_method

@@ -68,7 +68,7 @@ def demo_runs(tmp_path_factory):
 
   ecfg = fashion_mnist_eval.get_config()
   ecfg.mspe_models = f"mspe={root / 'mspe'},mspe_distill={root / 'mspe_distill'}"
-  ecfg.methods = ("vanilla", "pi", "img_resize", "kernel_resize_bilinear")
+  ecfg.methods = ("vanilla", "pi", "img_resize")
   ecfg.resolutions = (7, 10, 14, 21, 28, 56)
   ecfg.widths = (7, 28)
   ecfg.heights = (7,)

@@ -1,6 +1,10 @@
 """The shortened demo reproduces the paper's claims on Fashion-MNIST (issue: offline demo)."""
 
+import pytest
+
 from tests.conftest import top1
+
+pytestmark = pytest.mark.xdist_group("demo")  # one demo run per worker
 
 BELOW_NATIVE = (7, 10, 14, 21)
 

@@ -3,9 +3,12 @@
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests import runner
+
+pytestmark = pytest.mark.xdist_group("demo")  # one demo run per worker
 
 
 def test_notebook_runs(demo_runs, tmp_path, monkeypatch):

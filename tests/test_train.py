@@ -16,6 +16,7 @@ from mspe_jax import checkpoints, jax_utils, losses, optim, steps
 from tests import runner
 
 MSPE_SMOKE = "configs/fashion_mnist_mspe.py:smoke"
+pytestmark = pytest.mark.xdist_group("train")  # the reference run is shared
 
 
 @pytest.fixture(scope="module")
