@@ -51,7 +51,7 @@ class OurStep:
     cfg = _optim_cfg()
     self.tx, _ = optim.make_optimizer(cfg, 1000)
     self.loss = loss
-    self.fns = steps.StepFunctions(self.model, self.tx, mesh, losses.make_loss(loss))
+    self.fns = steps.StepFunctions(self.model, self.tx, mesh, losses.make_loss(loss), mode=mode)
     trainable, frozen = steps.split_params(params, mode)
     self.trainable, self.frozen = jax_utils.replicate((trainable, frozen), mesh)
     self.opt_state = jax_utils.replicate(self.tx.init(self.trainable), mesh)
@@ -67,9 +67,9 @@ class OurStep:
     merged = steps.merge_params(self.trainable, self.frozen)
     teacher = (self.fns.teacher(merged, self.images["image"])
                if losses.needs_teacher(self.loss) else None)
-    grads = [self.fns.term_grad(self.trainable, self.frozen, self.images["image"],
-                                self.images["label"], teacher, jnp.float32(t.weight),
-                                kernel=t.kernel, hw=t.hw)[1] for t in self.terms]
+    grads = [self.fns.value_and_grad(self.trainable, self.frozen, self.images["image"],
+                                     self.images["label"], teacher, t.weight, t)[1]
+             for t in self.terms]
     self.trainable, self.opt_state, norm = self.fns.update(self.trainable, self.opt_state, grads)
     jax.block_until_ready((self.trainable, norm))
 
@@ -81,10 +81,19 @@ class OurStep:
     if losses.needs_teacher(self.loss):
       total += _cost(self.fns.teacher, merged, self.images["image"])
       teacher = self.fns.teacher(merged, self.images["image"])
+    images, labels = self.images["image"], self.images["label"]
     for t in self.terms:
-      total += _cost(self.fns.term_grad, self.trainable, self.frozen, self.images["image"],
-                     self.images["label"], teacher, jnp.float32(t.weight), kernel=t.kernel,
-                     hw=t.hw)
+      w, b = jnp.float32(t.weight), dict(kernel=t.kernel, hw=t.hw)
+      if self.fns.mode == "full":
+        total += _cost(self.fns.term_grad, self.trainable, self.frozen, images, labels, teacher,
+                       w, **b)
+        continue
+      tokens = self.fns.embed(self.trainable, self.frozen, images, **b)
+      enc = steps.encoder_params(self.frozen)
+      _, dtokens = self.fns.encoder_grad(enc, tokens, labels, teacher, w)
+      total += (_cost(self.fns.embed, self.trainable, self.frozen, images, **b)
+                + _cost(self.fns.encoder_grad, enc, tokens, labels, teacher, w)
+                + _cost(self.fns.embed_grad, self.trainable, self.frozen, images, dtokens, **b))
     return total
 
 

@@ -111,7 +111,7 @@ def compile_section(args, tmp):
                            npz], capture_output=True, text=True, cwd=os.path.dirname(HERE),
                           check=True)
     runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-  return {"steps": args.compile_steps, "term_programs": step.fns.compiled_term_programs(),
+  return {"steps": args.compile_steps, "programs_by_kind": step.fns.compiled_programs(),
           "programs_during_run": programs, "subset_sizes": [len(s) for s in subsets],
           "target": sum(len(s) for s in subsets) + 3,
           "cold_first_step_s": runs[0]["seconds_to_first_step"],
@@ -168,7 +168,7 @@ def render(results) -> str:
 
 
 def _compile_lines(c):
-  return ["", f"Compilation: {c['term_programs']} term programs in a {c['steps']}-step run "
+  return ["", f"Compilation in a {c['steps']}-step run: {c['programs_by_kind']} "
             f"with random draws over subsets of sizes {c['subset_sizes']} (target <= "
             f"{c['target']}); first step {c['cold_first_step_s']:.1f} s with a cold cache, "
             f"{c['warm_first_step_s']:.1f} s warm (ratio "

@@ -92,7 +92,11 @@ def make_shapes(config) -> list[Shape]:
 
 
 class Sweep:
-  """Counts correct predictions of every (method, shape); one compiled program per pair."""
+  """Counts correct predictions of every (method, shape).
+
+  Two programs per evaluation: the method's patch embedding, compiled per (method, shape),
+  and the encoder, compiled per token grid (once for every fixed-grid method and size).
+  """
 
   def __init__(self, methods: list[Method], shapes: list[Shape], native_hw, *, mesh,
                resize_method: str = "bilinear", antialias: bool = True):
@@ -101,16 +105,21 @@ class Sweep:
     self.native_hw = tuple(native_hw)
     self.mesh = mesh
     self.resize_method, self.antialias = resize_method, antialias
-    self._correct = jax.jit(self._count, static_argnames=("method", "hw"),
-                            out_shardings=jax_utils.replicated(mesh))
+    self._embed = jax.jit(self._embed_tokens, static_argnames=("method", "hw"),
+                          out_shardings=jax_utils.batch_sharded(mesh))
+    self._encode = jax.jit(self._encode_count, out_shardings=jax_utils.replicated(mesh))
+    self._encoder_model = methods[0].model
     self.skipped: dict[tuple[str, tuple[int, int]], str] = {}
 
-  def _count(self, params, images, labels, mask, *, method, hw):
+  def _embed_tokens(self, params, images, *, method, hw):
     m = self.methods[method]
     x = steps.resize_batch(images, hw, self.resize_method, self.antialias)
     if m.to_native:
       x = steps.resize_batch(x, self.native_hw, self.resize_method, self.antialias)
-    logits = m.model.apply({"params": params}, x)[0]
+    return m.model.apply({"params": params}, x, method="embed")
+
+  def _encode_count(self, enc_params, tokens, labels, mask):
+    logits = self._encoder_model.apply({"params": enc_params}, tokens, method="encode")[0]
     return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
 
   def runnable(self, method: Method, hw) -> bool:
@@ -141,9 +150,10 @@ class Sweep:
       gb = jax_utils.shard_batch(batch, self.mesh)
       counts = {}
       for name, hw in pairs:
-        counts[(name, hw)] = self._correct(params_by_key[self.methods[name].params_key],
-                                           gb["image"], gb["label"], gb["mask"],
-                                           method=name, hw=hw)
+        params = params_by_key[self.methods[name].params_key]
+        tokens = self._embed(params, gb["image"], method=name, hw=hw)
+        counts[(name, hw)] = self._encode(steps.encoder_params(params), tokens, gb["label"],
+                                          gb["mask"])
         bar.update(1)
       for k, v in jax.device_get(counts).items():
         correct[k] += int(v)
@@ -151,8 +161,10 @@ class Sweep:
     bar.close()
     return correct, total
 
-  def compiled_programs(self) -> int:
-    return self._correct._cache_size()  # noqa: SLF001
+  def compiled_programs(self) -> dict[str, int]:
+    """``{"embed": per (method, shape), "encoder": per token grid}``."""
+    return {"embed": self._embed._cache_size(),  # noqa: SLF001
+            "encoder": self._encode._cache_size()}  # noqa: SLF001
 
 
 def rows(sweep: Sweep, correct: dict, total: float, mspe_names: Iterable[str]) -> list[dict]:

@@ -94,6 +94,6 @@ def run(config, workdir: str) -> dict:
   }
   paths = report.write(out_dir, rows, protocol)
   after = jax_utils.CompileCounter.snapshot()
-  log.info("Eval compiled %d sweep programs (%d XLA programs in all).",
+  log.info("Eval compiled %s sweep programs (%d XLA programs in all).",
            sweep.compiled_programs(), after["programs"] - compiles_before["programs"])
   return {"rows": rows, "protocol": protocol, "paths": paths, "markdown": open(paths["md"]).read()}

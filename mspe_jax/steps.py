@@ -3,13 +3,14 @@
 Paper Eq. 7 sums K cross-entropies, term k at a resolution drawn from subset k, plus
 ``lambda`` times the CE at native resolution. The K kernels' parameters are disjoint, so the
 gradient of the sum with respect to kernel k is the gradient of term k alone (plus the native
-term for the kernel that serves the native size). One jitted value-and-grad per
-(kernel, resolution) and one jitted update therefore compile ``sum_k |S_k|`` (+1 for the
-native term if it is not in its kernel's subset) + 1 programs -- additive, not
+term for the kernel that serves the native size): each term is computed on its own and one
+jitted update applies the sum. Programs are compiled per (kernel, resolution) bucket --
+``sum_k |S_k|`` of them (+1 for the native term when it is not in its kernel's subset), not
 ``prod_k |S_k|`` -- and the native term is folded into the drawn term when they coincide.
 
 Only the trainable subtree is differentiated: in ``mspe`` mode the encoder and head are
-closed-over constants, so no weight gradient is computed for them.
+constants, so no weight gradient is computed for them, and since the token grid is fixed
+the encoder's program is the same for every resolution (see ``StepFunctions``).
 """
 
 from __future__ import annotations
@@ -122,34 +123,89 @@ def resize_batch(images, hw, method: str, antialias: bool):
                           method=pi_resize.canonical_method(method), antialias=antialias)
 
 
+def encoder_params(params):
+  """The parameters ``ViT.encode`` reads (the same structure for every model of a backbone)."""
+  return {k: params[k] for k in ENCODER_KEYS if k in params}
+
+
+ENCODER_KEYS = ("pos_embedding", "cls", "Transformer", "head")
+
+
 class StepFunctions:
-  """Jitted term gradients (cached per kernel and resolution), update, teacher and eval."""
+  """The jitted pieces of a step.
+
+  ``mspe`` mode (encoder frozen) splits each term in three programs: ``embed`` (the patch
+  embedding, per kernel and resolution), ``encoder_grad`` (loss and token cotangents through
+  the frozen encoder: the token grid is fixed, so it is compiled once for every resolution)
+  and ``embed_grad`` (the kernel's gradient from those cotangents, per kernel and
+  resolution). The expensive program is compiled once; the per-bucket ones are a resize and
+  one matmul. ``full`` mode differentiates everything with one program per term
+  (``term_grad``).
+  """
 
   def __init__(self, model, tx: optax.GradientTransformation, mesh,
-               loss_fn: Callable[[Any, Any, Any], Any]):
+               loss_fn: Callable[[Any, Any, Any], Any], mode: str = "mspe"):
     self.model = model
     self.tx = tx
     self.loss_fn = loss_fn
-    rep = jax_utils.replicated(mesh)
-    self.term_grad = jax.jit(self._term_value_and_grad, static_argnames=("kernel", "hw"),
+    self.mode = mode
+    rep, data = jax_utils.replicated(mesh), jax_utils.batch_sharded(mesh)
+    buckets = ("kernel", "hw")
+    self.embed = jax.jit(self._embed, static_argnames=buckets, out_shardings=data)
+    self.encoder_grad = jax.jit(self._encoder_value_and_grad, out_shardings=(rep, data))
+    self.embed_grad = jax.jit(self._embed_grad, static_argnames=buckets, out_shardings=rep)
+    self.term_grad = jax.jit(self._term_value_and_grad, static_argnames=buckets,
                              out_shardings=rep)
     self.update = jax.jit(self._update, out_shardings=rep)
-    self.teacher = jax.jit(self._teacher, out_shardings=jax_utils.batch_sharded(mesh))
+    self.teacher = jax.jit(self._teacher, out_shardings=data)
     self.eval_correct = jax.jit(self._eval_correct, static_argnames=("hw",), out_shardings=rep)
 
-  def _logits(self, params, images, kernel, hw):
+  # -- one loss term: value and gradient with respect to the trainable parameters
+
+  def value_and_grad(self, trainable, frozen, images, labels, teacher_logits, weight, term):
+    """``(loss value, grads)`` of ``weight * loss`` at ``term``'s kernel and resolution."""
+    weight = jnp.float32(weight)
+    if self.mode == "full":
+      return self.term_grad(trainable, frozen, images, labels, teacher_logits, weight,
+                            kernel=term.kernel, hw=term.hw)
+    tokens = self.embed(trainable, frozen, images, kernel=term.kernel, hw=term.hw)
+    value, dtokens = self.encoder_grad(encoder_params(frozen), tokens, labels, teacher_logits,
+                                       weight)
+    grads = self.embed_grad(trainable, frozen, images, dtokens, kernel=term.kernel, hw=term.hw)
+    return value, grads
+
+  def _model(self, kernel):
+    return self.model if kernel is None else self.model.clone(mspe_kernel=kernel)
+
+  def _embed(self, trainable, frozen, images, *, kernel, hw):
     x = resize_batch(images, hw, self.model.resize_method, self.model.antialias)
-    model = self.model if kernel is None else self.model.clone(mspe_kernel=kernel)
-    return model.apply({"params": params}, x)[0]
+    return self._model(kernel).apply({"params": merge_params(trainable, frozen)}, x,
+                                     method="embed")
+
+  def _encoder_value_and_grad(self, enc_params, tokens, labels, teacher_logits, weight):
+    def loss(t):
+      logits = self.model.apply({"params": enc_params}, t, method="encode")[0]
+      value = self.loss_fn(logits, labels, teacher_logits)
+      return weight * value, value
+    (_, value), dtokens = jax.value_and_grad(loss, has_aux=True)(tokens)
+    return value, dtokens
+
+  def _embed_grad(self, trainable, frozen, images, dtokens, *, kernel, hw):
+    _, vjp = jax.vjp(lambda tr: self._embed(tr, frozen, images, kernel=kernel, hw=hw),
+                     trainable)
+    return vjp(dtokens)[0]
 
   def _term_value_and_grad(self, trainable, frozen, images, labels, teacher_logits, weight, *,
                            kernel, hw):
     def loss(tr):
-      logits = self._logits(merge_params(tr, frozen), images, kernel, hw)
+      x = resize_batch(images, hw, self.model.resize_method, self.model.antialias)
+      logits = self._model(kernel).apply({"params": merge_params(tr, frozen)}, x)[0]
       value = self.loss_fn(logits, labels, teacher_logits)
       return weight * value, value
     (_, value), grads = jax.value_and_grad(loss, has_aux=True)(trainable)
     return value, grads
+
+  # -- the rest of a step
 
   def _update(self, trainable, opt_state, grads_list: Sequence[Any]):
     grads = jax.tree_util.tree_map(lambda *g: sum(g[1:], g[0]), *grads_list)
@@ -162,9 +218,14 @@ class StepFunctions:
     return self.model.clone(patch_embed="vanilla").apply({"params": params}, images)[0]
 
   def _eval_correct(self, params, images, labels, mask, *, hw):
-    logits = self._logits(params, images, None, hw)
+    x = resize_batch(images, hw, self.model.resize_method, self.model.antialias)
+    logits = self.model.apply({"params": params}, x)[0]
     return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
 
-  def compiled_term_programs(self) -> int:
-    """How many (kernel, resolution) gradient programs have been compiled."""
-    return self.term_grad._cache_size()  # noqa: SLF001
+  def compiled_programs(self) -> dict[str, int]:
+    """Programs compiled so far, by kind (``bucket``: one per kernel and resolution)."""
+    size = lambda f: f._cache_size()  # noqa: E731, SLF001
+    if self.mode == "full":
+      return {"bucket": size(self.term_grad), "encoder": 0, "update": size(self.update)}
+    return {"bucket": size(self.embed), "bucket_grad": size(self.embed_grad),
+            "encoder": size(self.encoder_grad), "update": size(self.update)}

@@ -192,7 +192,7 @@ def _train(config, workdir: str) -> dict:
   loss_fn = losses.make_loss(config.loss.kind, temperature=config.loss.temperature,
                              distill_weight=config.loss.distill_weight,
                              label_smoothing=config.loss.label_smoothing)
-  fns = steps.StepFunctions(model, tx, mesh, loss_fn)
+  fns = steps.StepFunctions(model, tx, mesh, loss_fn, mode=config.mode)
   eval_source = (data.get_source(config.data.name, config.data.eval_split,
                                  config.data.data_dir or None)
                  if config.eval_every and source.has_labels else None)
@@ -224,8 +224,8 @@ def _train(config, workdir: str) -> dict:
                  if losses.needs_teacher(config.loss.kind) else None)
       values, grads = [], []
       for term in terms:
-        value, g = fns.term_grad(trainable, frozen, gb["image"], gb.get("label"), teacher,
-                                 jnp.float32(term.weight), kernel=term.kernel, hw=term.hw)
+        value, g = fns.value_and_grad(trainable, frozen, gb["image"], gb.get("label"), teacher,
+                                      term.weight, term)
         values.append(value)
         grads.append(g)
       if step + 1 == config.debug_nonfinite_grad_at_step:  # fault injection (tests)
@@ -280,7 +280,7 @@ def _train(config, workdir: str) -> dict:
     checkpoints.save_npz(os.path.join(workdir, "model.npz"), params)
   compiles = {k: v - compiles_at_start[k] for k, v in jax_utils.CompileCounter.snapshot().items()}
   summary = {"step": step, "origin": origin,
-             "term_programs": fns.compiled_term_programs(), **last_eval,
+             **{f"programs/{k}": v for k, v in fns.compiled_programs().items()}, **last_eval,
              **{f"compiles/{k}": v for k, v in compiles.items()}}
   log.info("Done: %s", summary)
   return summary

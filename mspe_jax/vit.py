@@ -24,7 +24,10 @@ The parameter tree is public API and matches big_vision's ``vit.py`` (Linen numb
 * ``"resize"``: as ``"pi"`` but plain interpolation of the kernel (the paper's ablation).
 * ``"mspe"``: fixed grid, the routed MSPE kernel PI-resized to ``(h//N, w//N)``.
 
-``__call__`` returns ``(logits, extras)``; inputs are NHWC float images in [-1, 1].
+``__call__`` returns ``(logits, extras)``; inputs are NHWC float images in [-1, 1]. It is
+``encode(embed(images))``: ``embed`` is the only part that depends on the input size in the
+fixed-grid modes, so the training and evaluation code compile ``encode`` once and ``embed``
+per resolution (``model.apply(variables, x, method="embed")``).
 """
 
 from __future__ import annotations
@@ -213,27 +216,36 @@ class ViT(nn.Module):
         index = mspe_lib.route(kernel_hw, base)
     return dict(kernel_hw=kernel_hw, grid=self.grid, kernel_index=index)
 
-  # ---- the model ----
+  # ---- the model: embed (patch embedding) then encode (everything after it) ----
 
-  @nn.compact
-  def __call__(self, images):
-    check_images(images, self.in_channels)
+  def setup(self):
     if self.pool_type not in POOL_TYPES:
       raise ValueError(f"Unknown pool_type {self.pool_type!r}; expected one of {POOL_TYPES}.")
+    d = self.width
+    self.embedding = mspe_lib.PatchKernel(self.patch, self.in_channels, d)
+    if self.patch_embed == "mspe":
+      self.mspe = mspe_lib.MSPEKernels(self.base_sizes, self.in_channels, d)
+    self.pos_embedding = self.param("pos_embedding", nn.initializers.normal(stddev=d ** -0.5),
+                                    (1, self.grid[0] * self.grid[1], d))
+    if self.pool_type == "tok":
+      self.cls = self.param("cls", nn.initializers.zeros, (1, 1, d))
+    self.Transformer = Encoder(self.depth, self.mlp_dim or 4 * d, self.num_heads, self.dtype)
+    if self.num_classes:
+      head_init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
+      self.head = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=head_init)
+
+  def embed(self, images):
+    """NHWC images -> patch tokens ``(B, gh, gw, D)``, before the position embedding."""
+    check_images(images, self.in_channels)
     _, h, w, _ = images.shape
     plan = self.plan(h, w)
     x = images.astype(self.dtype)
-
-    kernel, bias = mspe_lib.PatchKernel(self.patch, self.in_channels, self.width,
-                                        name="embedding")()
+    kernel, bias = self.embedding()
     if self.patch_embed == "mspe":
-      mspe_kernels = mspe_lib.MSPEKernels(self.base_sizes, self.in_channels, self.width,
-                                          name="mspe")
       if plan["kernel_index"] != mspe_lib.NATIVE_KERNEL:
-        kernel, bias = mspe_kernels(plan["kernel_index"])
+        kernel, bias = self.mspe(plan["kernel_index"])
       else:
-        mspe_kernels(0)  # declare the MSPE parameters even when the native kernel serves
-
+        self.mspe(0)  # declare the MSPE parameters even when the native kernel serves
     if self.patch_embed == "vanilla":
       gh, gw = plan["grid"]
       x = mspe_lib.center_crop(x, (gh * self.patch[0], gw * self.patch[1]))
@@ -243,26 +255,23 @@ class ViT(nn.Module):
       how = "resize" if self.patch_embed == "resize" else "pi"
       method = self.kernel_resize_method if how == "resize" else self.resize_method
       kernel = mspe_lib.resample(kernel, plan["kernel_hw"], how, method, self.antialias)
-    tokens = mspe_lib.patchify(x, kernel, bias)
+    return mspe_lib.patchify(x, kernel, bias)
+
+  def encode(self, tokens):
+    """Patch tokens ``(B, gh, gw, D)`` -> ``(logits, extras)``; the position embedding is
+    resampled when the grid is not the native one (``vanilla`` mode)."""
     n, gh, gw, d = tokens.shape
     tokens = tokens.reshape(n, gh * gw, d)
-
-    posemb = self.param("pos_embedding", nn.initializers.normal(stddev=d ** -0.5),
-                        (1, self.grid[0] * self.grid[1], d))
-    posemb = pi_resize.resample_posemb(posemb, (gh, gw), old_grid=self.grid)
+    posemb = pi_resize.resample_posemb(self.pos_embedding, (gh, gw), old_grid=self.grid)
     x = tokens + posemb.astype(self.dtype)
-
     if self.pool_type == "tok":
-      cls = self.param("cls", nn.initializers.zeros, (1, 1, d))
-      x = jnp.concatenate([jnp.tile(cls.astype(self.dtype), (n, 1, 1)), x], axis=1)
-
-    mlp_dim = self.mlp_dim or 4 * d
-    encoded = Encoder(self.depth, mlp_dim, self.num_heads, self.dtype, name="Transformer")(x)
+      x = jnp.concatenate([jnp.tile(self.cls.astype(self.dtype), (n, 1, 1)), x], axis=1)
+    encoded = self.Transformer(x)
     pre_logits = encoded[:, 0] if self.pool_type == "tok" else jnp.mean(encoded, axis=1)
     extras = {"tokens": tokens, "encoded": encoded, "pre_logits": pre_logits}
     if not self.num_classes:
       return pre_logits, extras
-    head_init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=head_init, name="head")(
-        pre_logits)
-    return logits, extras
+    return self.head(pre_logits), extras
+
+  def __call__(self, images):
+    return self.encode(self.embed(images))

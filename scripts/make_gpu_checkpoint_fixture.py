@@ -15,7 +15,6 @@ import sys
 import tarfile
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,8 +43,8 @@ def main(out_dir, allow_cpu=False):
   subsets = ((7,), (14,), (21,), (28,))
   for step in range(2):
     terms = steps.draw_terms(step, 0, steps.validate_subsets(subsets, model), model, 1.0)
-    grads = [fns.term_grad(trainable, frozen, batch["image"], batch["label"], None,
-                           jnp.float32(t.weight), kernel=t.kernel, hw=t.hw)[1] for t in terms]
+    grads = [fns.value_and_grad(trainable, frozen, batch["image"], batch["label"], None,
+                                t.weight, t)[1] for t in terms]
     trainable, opt_state, _ = fns.update(trainable, opt_state, grads)
   merged = steps.merge_params(trainable, frozen)
   print("saving from", {str(x.sharding) for x in jax.tree_util.tree_leaves(merged)})

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from tests.conftest import DEMO_EVAL_IMAGES, top1
@@ -75,4 +74,9 @@ def test_json_has_every_method_and_shape_and_the_protocol(demo_runs):
   for name in ("md", "csv"):
     assert open(res["paths"][name]).read()
   assert res["paths"]["square"].endswith(".png") and res["paths"]["fixed_height"].endswith(".png")
-  assert np.isfinite(p["compiled_eval_programs"])
+  programs = p["compiled_eval_programs"]
+  pairs = {(r["method"], r["height"], r["width"]) for r in doc["rows"]
+           if not r["method"].endswith("_oracle")}
+  assert programs["embed"] == len(pairs)  # one per (method, shape)
+  vanilla_grids = {tuple(r["grid"]) for r in doc["rows"] if r["method"] == "vanilla"}
+  assert programs["encoder"] == len(vanilla_grids | {(7, 7)})  # one per token grid

@@ -46,7 +46,7 @@ def test_vit_b_recipe_trains_and_evaluates(tmp_path, fake_imagenet, augreg_vit16
                            {"init_file": augreg_vit16, "data.data_dir": fake_imagenet,
                             "progress_bar": False})
   out = runner.summary(proc)
-  assert out["step"] == 3 and out["term_programs"] == 4
+  assert out["step"] == 3 and out["programs/bucket"] == 4 and out["programs/encoder"] == 1
   params = runner.npz(work / "model.npz")
   assert [params[f"mspe/embedding_{i}/kernel"].shape[0] for i in range(4)] == [4, 8, 12, 16]
   assert "eval/top1_56x56" in out

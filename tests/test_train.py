@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -61,7 +62,8 @@ def test_smoke_full_training_through_train_py(tmp_path, cache_dir):
   proc = runner.run_script("train.py", "configs/fashion_mnist_vit.py:smoke", tmp_path,
                            {"compilation_cache_dir": cache_dir, "progress_bar": False})
   out = runner.summary(proc)
-  assert out["step"] == 6 and out["origin"] == "scratch (seed 0)" and out["term_programs"] == 1
+  assert out["step"] == 6 and out["origin"] == "scratch (seed 0)"
+  assert out["programs/bucket"] == 1 and out["programs/encoder"] == 0
   params = runner.npz(tmp_path / "model.npz")
   assert "mspe/embedding_0/kernel" not in params and params["head/kernel"].any()
 
@@ -123,7 +125,7 @@ def test_compile_count_is_additive(augreg_file):
   mesh = jax_utils.make_mesh()
   trainable, frozen = steps.split_params(params, "mspe")
   tx, _ = optim.make_optimizer(fashion_mnist_mspe.get_config().optim, 100)
-  fns = steps.StepFunctions(model, tx, mesh, losses.make_loss("ce"))
+  fns = steps.StepFunctions(model, tx, mesh, losses.make_loss("ce"), mode="mspe")
   trainable, frozen = jax_utils.replicate((trainable, frozen), mesh)
   opt_state = jax_utils.replicate(tx.init(trainable), mesh)
   rng = np.random.default_rng(0)
@@ -133,12 +135,15 @@ def test_compile_count_is_additive(augreg_file):
   for step in range(40):
     terms = steps.draw_terms(step, 0, subsets, model, lam=1.0)
     seen |= {(t.kernel, t.hw) for t in terms}
-    grads = [fns.term_grad(trainable, frozen, images, labels, None, jnp.float32(t.weight),
-                           kernel=t.kernel, hw=t.hw)[1] for t in terms]
+    grads = [fns.value_and_grad(trainable, frozen, images, labels, None, t.weight, t)[1]
+             for t in terms]
     trainable, opt_state, _ = fns.update(trainable, opt_state, grads)
   total = sum(len(s) for s in subsets)
-  assert fns.compiled_term_programs() == len(seen) <= total + 1
-  assert fns.update._cache_size() <= 2  # K or K+1 gradient trees per step
+  programs = fns.compiled_programs()
+  # per bucket: the patch embedding and its gradient (a resize and a matmul each)
+  assert programs["bucket"] == programs["bucket_grad"] == len(seen) <= total + 1
+  assert programs["encoder"] == 1  # the frozen encoder: one program for every resolution
+  assert programs["update"] <= 2  # K or K+1 gradient trees per step
   assert np.prod([len(s) for s in subsets]) > 5 * total  # what a single jit would compile
 
 
@@ -182,3 +187,24 @@ def test_misspelt_config_field_is_named(tmp_path):
   proc = runner.run_script("train.py", MSPE_SMOKE, tmp_path, {"optimizer.lr": 0.1},
                            check=False, timeout=120)
   assert "the config has no field 'optimizer'" in proc.stderr
+
+
+def test_split_step_equals_one_program(augreg_file):
+  """embed -> frozen encoder -> embed gradient gives the gradient of the whole model."""
+  model, params = checkpoints.load_pretrained(augreg_file, patch_embed="mspe")
+  mesh = jax_utils.make_mesh()
+  tx, _ = optim.make_optimizer(fashion_mnist_mspe.get_config().optim, 10)
+  fns = steps.StepFunctions(model, tx, mesh, losses.make_loss("ce"), mode="mspe")
+  trainable, frozen = jax_utils.replicate(steps.split_params(params, "mspe"), mesh)
+  rng = np.random.default_rng(1)
+  images = jnp.asarray(rng.uniform(-1, 1, (4, 28, 28, 3)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 10, 4), jnp.int32)
+  for term in (steps.Term(0, (7, 7), 1.0), steps.Term(3, (28, 28), 2.0),
+               steps.Term(1, (10, 21), 1.0)):
+    v1, g1 = fns.value_and_grad(trainable, frozen, images, labels, None, term.weight, term)
+    v2, g2 = fns.term_grad(trainable, frozen, images, labels, None, jnp.float32(term.weight),
+                           kernel=term.kernel, hw=term.hw)
+    np.testing.assert_allclose(v1, v2, rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert any(np.abs(a).sum() > 0 for a in jax.tree_util.tree_leaves(g1))
