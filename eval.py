@@ -23,7 +23,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   import logging
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  for name in ("absl", "jax"):  # orbax's chatter, backend probing
+    logging.getLogger(name).setLevel(logging.WARNING)
   from mspe_jax import evaluate
   result = evaluate.run(_CONFIG.value, _WORKDIR.value)
   print(result["markdown"])

@@ -25,7 +25,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   import logging as std_logging
-  std_logging.getLogger("absl").setLevel(std_logging.WARNING)  # orbax's per-save chatter
+  for name in ("absl", "jax"):  # orbax's per-save chatter, backend probing
+    std_logging.getLogger(name).setLevel(std_logging.WARNING)
   import jax
   if config.multihost:
     jax.distributed.initialize()

@@ -1,10 +1,14 @@
-"""Child process for the disk-full test: checkpoints into a small tmpfs until it is full.
+"""Child process for the disk-full test: checkpoints until the disk refuses a write.
 
-Run inside a mount namespace with ``DIR`` a tmpfs of a few hundred kB. Prints one JSON line.
+``DIR`` is a tmpfs of a few hundred kB (the test mounts it in a mount namespace), or, with
+``--fsize-limit`` where mounting is not allowed, a normal directory and the second save runs
+under a 64 kB file-size limit (writes then fail with EFBIG). Prints one JSON line.
 """
 
 import json
 import os
+import resource
+import signal
 import sys
 
 import numpy as np
@@ -23,12 +27,18 @@ def main(directory):
   ckpt.save(1, state)
   ckpt.wait()
   error = None
+  limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+  if "--fsize-limit" in sys.argv:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, limit[1]))
   try:
     state2 = {"params": {"w": state["params"]["w"] + 1}, "step": 2}
     ckpt.save(2, state2)
     ckpt.wait()
   except ckpt_manager.CheckpointSaveError as e:
     error = str(e)
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, limit)
   ckpt.close()
   target = ckpt_manager.abstract_like(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   restored = ckpt_manager.Checkpointer(directory).restore_latest(target)

@@ -19,7 +19,7 @@ def test_native_resolution_agrees_exactly(demo_runs):
 def test_pi_keeps_accuracy_at_twice_native_while_vanilla_drops(demo_runs):
   res = demo_runs["eval"]
   native, pi, vanilla = (top1(res, m, h) for m, h in (("pi", 28), ("pi", 56), ("vanilla", 56)))
-  assert abs(pi - native) <= 0.005, (pi, native)
+  assert abs(pi - native) <= 0.005 + 1e-9, (pi, native)  # within 0.5 points, inclusive
   assert vanilla < native - 0.02, (vanilla, native)
 
 

@@ -1,6 +1,7 @@
 """The Colab notebook runs top to bottom, headless, on the demo's checkpoint."""
 
 import os
+import sys
 
 import nbformat
 import pytest
@@ -17,6 +18,8 @@ def test_notebook_runs(demo_runs, tmp_path, monkeypatch):
   monkeypatch.setenv("MSPE_WORKDIR", str(demo_runs["root"] / "mspe"))
   monkeypatch.setenv("MSPE_EVAL_EXAMPLES", "200")
   monkeypatch.setenv("MPLBACKEND", "Agg")
+  # the kernel spec runs "python": make it this interpreter (the venv) even if not activated
+  monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
   monkeypatch.setenv("MSPE_NOTEBOOK_OUT", str(tmp_path))
   client = NotebookClient(nb, timeout=900, kernel_name="python3",
                           resources={"metadata": {"path": runner.REPO}})

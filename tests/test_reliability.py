@@ -78,19 +78,46 @@ def test_no_good_step_left_is_an_error_and_deletes_nothing(tmp_path):
   assert sorted(os.listdir(directory)) == before
 
 
-def test_disk_full_while_saving_fails_loudly_and_keeps_the_previous_step(tmp_path):
+def _disk_full_run(tmp_path):
+  """Runs the child on a full disk: a 300 kB tmpfs in a mount namespace where this machine
+  allows one (as here and in CI), else a file-size limit (EFBIG instead of ENOSPC)."""
   child = os.path.join(runner.REPO, "tests", "disk_full_child.py")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
   mount = tmp_path / "small_fs"
   mount.mkdir()
-  script = (f"mount -t tmpfs -o size=300k tmpfs {mount} && "
-            f"{sys.executable} {child} {mount}/ckpt")
-  cmd = ["unshare", "-rm", "sh", "-c", script] if shutil.which("unshare") else ["sh", "-c", script]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+  script = f"mount -t tmpfs -o size=300k tmpfs {mount} && {sys.executable} {child} {mount}/ckpt"
+  attempts = []
+  if shutil.which("unshare"):
+    attempts.append(["unshare", "-rm", "sh", "-c", script])
+  if os.geteuid() == 0:
+    attempts.append(["sh", "-c", script + f"; s=$?; umount {mount}; exit $s"])
+  for cmd in attempts:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    if proc.returncode == 0:
+      return "No space left on device", proc
+  proc = subprocess.run([sys.executable, child, str(tmp_path / "ckpt"), "--fsize-limit"],
+                        capture_output=True, text=True, timeout=300, env=env)
+  return "File too large", proc
+
+
+def test_disk_full_while_saving_fails_loudly_and_keeps_the_previous_step(tmp_path):
+  reason, proc = _disk_full_run(tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert "Saving checkpoint step 2" in out["error"] and reason in out["error"]
+  assert "Earlier checkpoints are intact (latest: 1)" in out["error"]
+  assert out["steps"] == [1] and out["restored_step"] == 1 and out["intact"]
+
+
+def test_disk_full_fallback_file_size_limit(tmp_path):
+  """The fallback used where no tmpfs can be mounted fails the same way."""
+  child = os.path.join(runner.REPO, "tests", "disk_full_child.py")
+  proc = subprocess.run([sys.executable, child, str(tmp_path / "ckpt"), "--fsize-limit"],
+                        capture_output=True, text=True, timeout=300,
                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert "Saving checkpoint step 2" in out["error"] and "No space left on device" in out["error"]
-  assert "Earlier checkpoints are intact (latest: 1)" in out["error"]
+  assert "Saving checkpoint step 2" in out["error"] and "File too large" in out["error"]
   assert out["steps"] == [1] and out["restored_step"] == 1 and out["intact"]
 
 

@@ -100,11 +100,18 @@ def test_kill_and_resume_gives_bitwise_equal_parameters(tmp_path, reference_run,
              JAX_PLATFORMS="cpu")
   cmd = [sys.executable, "train.py", f"--config={MSPE_SMOKE}", f"--workdir={work}"] + [
       f"--config.{k}={v}" for k, v in smoke_overrides.items()]
+  metrics = work / "metrics.jsonl"
+  lines_before = len(metrics.read_text().splitlines())
   p3 = subprocess.Popen(cmd, cwd=runner.REPO, env=env, stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
-  time.sleep(rng.uniform(4.0, 12.0))
+  deadline = time.time() + 120
+  while time.time() < deadline and p3.poll() is None:  # kill it once it is training
+    if len(metrics.read_text().splitlines()) > lines_before:
+      time.sleep(rng.uniform(0.0, 0.3))
+      break
+    time.sleep(0.05)
   p3.kill()
-  p3.wait()
+  assert p3.wait() == -signal.SIGKILL, "the third attempt finished before it could be killed"
   p4 = runner.run_script("train.py", MSPE_SMOKE, work, smoke_overrides)
   out = runner.summary(p4)
   assert out["step"] == 8
