@@ -191,8 +191,8 @@ def rows(sweep: Sweep, correct: dict, total: float, mspe_names: Iterable[str]) -
       same = [r for r in out if r["height"] == shape.hw[0] and r["width"] == shape.hw[1]
               and r["sweep"] == shape.sweep and r.get("top1") is not None
               and (r["method"] == name or r["method"].startswith(f"{name}_k"))]
-      if not same:
-        continue
+      if not any(r["method"] != name for r in same):
+        continue  # no per-kernel rows at this shape (they are square-sweep only)
       best = max(same, key=lambda r: r["top1"])
       out.append({"method": name + ORACLE_SUFFIX, "sweep": shape.sweep, "height": shape.hw[0],
                   "width": shape.hw[1], "top1": best["top1"], "correct": best["correct"],

@@ -124,6 +124,7 @@ def plot(out_dir: str, rows: list[dict], protocol: dict) -> dict[str, str]:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import matplotlib.ticker  # noqa: F401
   out = {}
   native = protocol.get("native_resolution")
   for sweep, xlabel in (("square", "resolution (px)"), ("fixed_height", "width (px)"),
@@ -132,22 +133,28 @@ def plot(out_dir: str, rows: list[dict], protocol: dict) -> dict[str, str]:
            and not _is_detail(r["method"])]
     if not sel:
       continue
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    xs = set()
     for m in dict.fromkeys(r["method"] for r in sel):
       pts = sorted(((r["width"] if sweep == "fixed_height" else r["height"]), 100 * r["top1"])
                    for r in sel if r["method"] == m)
+      xs.update(p[0] for p in pts)
       style = "--" if m.endswith("_oracle") else ("-" if m.startswith("mspe") else ":")
-      ax.plot(*zip(*pts), style, marker="o", ms=3, label=m, lw=2 if m == "mspe" else 1.2)
+      ax.plot(*zip(*pts), style, marker="o", ms=3, label=m, lw=2.2 if m == "mspe" else 1.2)
     if native and sweep == "square":
       ax.axvline(native, color="grey", lw=0.8)
     ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(xs))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 (%)")
-    fixed = sel[0]["height"] if sweep == "fixed_height" else sel[0]["width"]
-    ax.set_title(SWEEP_TITLES[sweep].replace("varying", f"= {fixed}, varying")
-                 if sweep != "square" else f"{protocol.get('dataset')}: top-1 vs resolution")
+    fixed = (f" (height {sel[0]['height']})" if sweep == "fixed_height" else
+             f" (width {sel[0]['width']})" if sweep == "fixed_width" else "")
+    ax.set_title(f"{protocol.get('dataset')}, {protocol.get('num_images')} images: "
+                 f"{SWEEP_TITLES[sweep]}{fixed}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     name = {"square": "accuracy_vs_resolution.png", "fixed_height": "aspect_fixed_height.png",
             "fixed_width": "aspect_fixed_width.png"}[sweep]

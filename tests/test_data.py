@@ -111,3 +111,33 @@ def test_ce_training_refuses_unlabelled_data(tmp_path):
   with pytest.raises(ValueError, match=r"has no labels, but loss.kind='ce' needs them; use "
                                        r"loss.kind='distill'"):
     train_lib.train_and_evaluate(cfg, str(tmp_path / "w"))
+
+
+def _unlabelled_tfds(root):
+  import tensorflow_datasets as tfds
+  rng = np.random.default_rng(1)
+  examples = [(f"k{i}", {"image": rng.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8)})
+              for i, (h, w) in enumerate(rng.integers(20, 50, (10, 2)))]
+  tfds.dataset_builders.store_as_tfds_dataset(
+      name="my_camera_frames", version="1.0.0", data_dir=str(root),
+      features=tfds.features.FeaturesDict({"image": tfds.features.Image(encoding_format="png")}),
+      split_datasets={"train": examples})
+  return root
+
+
+def test_distill_trains_on_unlabelled_data(tmp_path, augreg_file):
+  """Label-free MSPE on a folder of images and on a TFDS dataset without a label feature."""
+  from configs import fashion_mnist_mspe_distill
+  tfds_root = _unlabelled_tfds(tmp_path / "tfds")
+  src = data.get_source("my_camera_frames", "train", str(tfds_root))
+  assert not src.has_labels and src.num_examples == 10
+  for name, data_dir in ((f"folder:{_png_folder(tmp_path / 'imgs')}", ""),
+                         ("my_camera_frames", str(tfds_root))):
+    cfg = fashion_mnist_mspe_distill.get_config("smoke")
+    cfg.init_file = str(augreg_file)
+    cfg.data.name, cfg.data.data_dir = name, data_dir
+    cfg.input.batch_size = 4
+    cfg.eval_every = 0
+    cfg.progress_bar = False
+    out = train_lib.train_and_evaluate(cfg, str(tmp_path / name.split("/")[-1]))
+    assert out["step"] == 4

@@ -30,7 +30,7 @@ def test_oracle_is_an_upper_bound_never_the_default(demo_runs):
     routed = {(r["sweep"], r["height"], r["width"]): r for r in rows if r["method"] == name}
     oracle = {(r["sweep"], r["height"], r["width"]): r for r in rows
               if r["method"] == name + "_oracle"}
-    assert routed.keys() == oracle.keys()
+    assert set(oracle) == {k for k in routed if k[0] == "square"}  # where kernels were forced
     for k in routed:
       assert oracle[k]["top1"] >= routed[k]["top1"]
       assert "oracle" in oracle[k]["note"]
