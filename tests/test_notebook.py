@@ -17,6 +17,7 @@ def test_notebook_runs(demo_runs, tmp_path, monkeypatch):
   nb = nbformat.read(path, as_version=4)
   monkeypatch.setenv("MSPE_WORKDIR", str(demo_runs["root"] / "mspe"))
   monkeypatch.setenv("MSPE_EVAL_EXAMPLES", "200")
+  monkeypatch.setenv("MSPE_SIZES", "7,14,28")
   monkeypatch.setenv("MPLBACKEND", "Agg")
   # the kernel spec runs "python": make it this interpreter (the venv) even if not activated
   monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
