@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mspe_jax import attention, pi_resize
 from mspe_jax import mspe as mspe_lib
-from mspe_jax import pi_resize
 
 PATCH_EMBED_MODES = ("vanilla", "pi", "resize", "mspe")
 POOL_TYPES = ("tok", "gap")
@@ -107,9 +107,7 @@ class Encoder1DBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
-    y = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, dtype=self.dtype,
-        kernel_init=nn.initializers.xavier_uniform(), deterministic=True)(y, y)
+    y = attention.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype)(y)
     x = x + y
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
     y = MlpBlock(self.mlp_dim, dtype=self.dtype)(y)

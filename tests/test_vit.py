@@ -171,3 +171,25 @@ def test_variants_and_pooling():
   _, extras = jax.eval_shape(m.clone(patch_embed="pi").apply, {"params": shapes},
                              jnp.zeros((2, 48, 64, 3)))
   assert extras["encoded"].shape == (2, 4, 192)  # pi: fixed 2x2 grid
+
+
+def test_fused_attention_is_flax_attention():
+  # Same parameter names, shapes and initial values as flax.linen's attention (so a config
+  # that trains from scratch gives the same model), same outputs to float32 rounding.
+  import flax.linen as nn
+
+  from mspe_jax import attention
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 17, 48)), jnp.float32)
+  flax_mha = nn.MultiHeadDotProductAttention(
+      num_heads=4, kernel_init=nn.initializers.xavier_uniform(), deterministic=True)
+  want_params = flax_mha.init(jax.random.key(3), x, x)["params"]
+  ours = attention.MultiHeadDotProductAttention(num_heads=4)
+  got_params = ours.init(jax.random.key(3), x)["params"]
+  assert jax.tree_util.tree_structure(got_params) == jax.tree_util.tree_structure(want_params)
+  for a, b in zip(jax.tree_util.tree_leaves(got_params), jax.tree_util.tree_leaves(want_params)):
+    np.testing.assert_array_equal(a, b)
+  want = flax_mha.apply({"params": want_params}, x, x)
+  got = ours.apply({"params": want_params}, x)
+  assert ref.rel_err(got, want) < 1e-5
+  with pytest.raises(ValueError, match="not divisible by num_heads=5"):
+    attention.MultiHeadDotProductAttention(num_heads=5).init(jax.random.key(0), x)
