@@ -25,6 +25,24 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
   return statistics.median(times)
 
 
+def interleaved_medians(fns: dict, repeats: int, warmup: int = 1) -> dict:
+  """Median wall time of each ``fns[name]()``, timed round-robin (one call of each per round).
+
+  On a shared machine the background load drifts over minutes; interleaving makes every
+  ratio between two of these medians a comparison under the same conditions.
+  """
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      t = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t)
+  return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def random_checkpoint(variant: str, path: str, image_size: int = 224, classes: int = 1000,
                       seed: int = 0) -> str:
   """A big_vision ``.npz`` of ``variant`` with random weights (head random too)."""

@@ -33,7 +33,10 @@ def main():
   t_end = time.perf_counter()
   print(json.dumps({"seconds_to_first_step": t_end - t_start,
                     "seconds_including_imports": t_end - T0,
-                    **jax_utils.CompileCounter.snapshot(), "backend": jax.default_backend()}))
+                    **jax_utils.CompileCounter.snapshot(),
+                    "phase_seconds": jax_utils.CompileCounter.seconds(),
+                    "steady_step_seconds": common.median_seconds(step, 2, warmup=0),
+                    "backend": jax.default_backend()}))
 
 
 if __name__ == "__main__":

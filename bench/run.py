@@ -26,28 +26,43 @@ from mspe_jax import checkpoints, flops, jax_utils, pi_resize, steps
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+SECTION_KEYS = {"train": "train", "pi": "pi_resize", "compile": "compile",
+                "inference": "inference"}
 
 
 def train_steps(args, variant, npz, res):
-  """Ours vs the PyTorch reference, fine-tuning and distillation steps, FLOP utilisation."""
+  """Ours vs the PyTorch reference, fine-tuning and distillation steps, FLOP utilisation.
+
+  All steps are built first and then timed round-robin, so the ratios compare like with like.
+  """
   out = {"variant": variant, "batch": args.batch, "resolutions": res}
   ours = common.OurStep(npz, res, args.batch)
-  out["ours_s"] = common.median_seconds(ours, args.repeats, warmup=2)
   out["ours_terms"] = [t.name for t in ours.terms]
   out["flops_per_step"] = ours.flops()
-  del ours
-  full = common.OurStep(npz, res, args.batch, mode="full")
-  out["full_s"] = common.median_seconds(full, args.repeats, warmup=2)
-  del full
+  timed = {"ours": ours, "full": common.OurStep(npz, res, args.batch, mode="full")}
   if args.distill:
-    distill = common.OurStep(npz, res, args.batch, loss="distill")
-    out["distill_s"] = common.median_seconds(distill, args.repeats, warmup=2)
-    del distill
+    timed["distill"] = common.OurStep(npz, res, args.batch, loss="distill")
+  n = 2048 if jax.default_backend() == "cpu" else 8192  # the matmul ceiling, timed alongside
+  a = jax.numpy.asarray(np.random.default_rng(0).standard_normal((n, n)), jax.numpy.float32)
+  matmul = jax.jit(lambda x: x @ x)
+  timed["matmul"] = lambda: matmul(a).block_until_ready()
+  torch_step = _torch_step(args, npz, res)
+  if torch_step is not None:
+    timed["torch"] = torch_step
+  medians = common.interleaved_medians(timed, args.repeats, warmup=2)
+  out.update({f"{name}_s": seconds for name, seconds in medians.items()})
+  out["matmul_ceiling_flops"] = 2.0 * n ** 3 / out.pop("matmul_s")
+  out.setdefault("torch_s", None)
+  out["torch_device"] = getattr(torch_step, "device", None)
+  return out
+
+
+def _torch_step(args, npz, res):
+  """The reference step as a callable (``None`` when torch is not installed)."""
   try:
     import torch
   except ImportError:
-    out["torch_s"] = None
-    return out
+    return None
   from bench.torch_reference import TorchMSPE
   torch.set_num_threads(os.cpu_count())
   torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
@@ -59,13 +74,12 @@ def train_steps(args, variant, npz, res):
   x = torch.from_numpy(rng.uniform(-1, 1, (args.batch, 3, 224, 224)).astype(np.float32)).to(device)
   y = torch.from_numpy(rng.integers(0, 1000, args.batch)).to(device)
 
-  def torch_step():
+  def step():
     ref.step(x, y, res, native=224)
     if device == "cuda":
       torch.cuda.synchronize()
-  out["torch_s"] = common.median_seconds(torch_step, args.repeats, warmup=2)
-  out["torch_device"] = device
-  return out
+  step.device = device
+  return step
 
 
 def pi_resize_section(args, npz, res, step_seconds):
@@ -116,7 +130,10 @@ def compile_section(args, tmp):
           "target": sum(len(s) for s in subsets) + 3,
           "cold_first_step_s": runs[0]["seconds_to_first_step"],
           "warm_first_step_s": runs[1]["seconds_to_first_step"],
-          "warm_compiled": runs[1]["compiled"]}
+          "warm_compiled": runs[1]["compiled"],
+          "cold_phase_seconds": runs[0]["phase_seconds"],
+          "warm_phase_seconds": runs[1]["phase_seconds"],
+          "steady_step_s": runs[1]["steady_step_seconds"]}
 
 
 def inference_section(args, npz, sizes):
@@ -131,10 +148,10 @@ def inference_section(args, npz, sizes):
   params = jax.device_put(params)
   for r in sizes:
     x = jax.numpy.asarray(x_native[:, :r, :r])
-    t_m = common.median_seconds(lambda x=x: f_mspe(params, x).block_until_ready(),
-                                args.repeats, 2)
-    t_i = common.median_seconds(lambda x=x: f_img(params, x).block_until_ready(),
-                                args.repeats, 2)
+    t = common.interleaved_medians(
+        {"mspe": lambda x=x: f_mspe(params, x).block_until_ready(),
+         "img": lambda x=x: f_img(params, x).block_until_ready()}, args.repeats, 2)
+    t_m, t_i = t["mspe"], t["img"]
     fl = flops.vit_flops(model, r, r)
     rows.append({"resolution": r, "mspe_img_s": args.batch / t_m, "img_resize_img_s":
                  args.batch / t_i, "patch_gflops": fl["patch_gflops"], "gflops": fl["gflops"]})
@@ -147,10 +164,10 @@ def render(results) -> str:
   lines += ["| MSPE train step | batch | ours img/s | PyTorch ref img/s | ours / ref | MSPE / "
             "full fine-tune time | distill / CE time | FLOP utilisation |",
             "|---|---|---|---|---|---|---|---|"]
-  ceiling = results["matmul_ceiling_flops"]
   for t in results.get("train", []):
     ours = t["batch"] / t["ours_s"]
     ref = t["batch"] / t["torch_s"] if t.get("torch_s") else None
+    ceiling = t.get("matmul_ceiling_flops", results["matmul_ceiling_flops"])
     util = t["flops_per_step"] / t["ours_s"] / ceiling
     distill = f"{t['distill_s'] / t['ours_s']:.2f}" if "distill_s" in t else "-"
     lines.append(f"| {t['variant']} @224, res {'/'.join(map(str, t['resolutions']))} + native | "
@@ -173,7 +190,18 @@ def _compile_lines(c):
             f"{c['target']}); first step {c['cold_first_step_s']:.1f} s with a cold cache, "
             f"{c['warm_first_step_s']:.1f} s warm (ratio "
             f"{c['warm_first_step_s'] / c['cold_first_step_s']:.2f}, {c['warm_compiled']} "
-            f"programs compiled when warm).", ""]
+            f"programs compiled when warm)."] + _phase_lines(c)
+
+
+def _phase_lines(c):
+  if "cold_phase_seconds" not in c:
+    return [""]
+  row = lambda name, p, first: (f"| {name} | {first:.1f} | {p['trace']:.1f} | {p['lower']:.1f} | "
+                                f"{p['backend_compile']:.1f} | {c['steady_step_s']:.1f} |")
+  return ["", "| first step | total s | tracing s | lowering s | XLA compile or cache load s | "
+          "one step, steady state s |", "|---|---|---|---|---|---|",
+          row("cold cache", c["cold_phase_seconds"], c["cold_first_step_s"]),
+          row("warm cache", c["warm_phase_seconds"], c["warm_first_step_s"]), ""]
 
 
 def _pi_lines(p):
@@ -203,6 +231,8 @@ def main(argv=None):
   p.add_argument("--precision", choices=["float32", "tf32"], default="float32")
   p.add_argument("--sections", default="train,pi,compile,inference")
   p.add_argument("--no-distill", dest="distill", action="store_false")
+  p.add_argument("--update", action="store_true",
+                 help="keep the other sections of an existing --out file, rerun --sections")
   p.add_argument("--out", default=os.path.join(HERE, "results.json"))
   p.add_argument("--markdown", default=os.path.join(os.path.dirname(HERE), "BENCHMARKS.md"))
   args = p.parse_args(argv)
@@ -217,6 +247,13 @@ def main(argv=None):
              "machine": f"{jax.device_count()} x {jax.devices()[0].device_kind} "
                         f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
              "jax": jax.__version__, "train": []}
+  if args.update and os.path.exists(args.out):
+    with open(args.out) as f:
+      previous = json.load(f)
+    rerun = {SECTION_KEYS[name] for name in sections}
+    results = {**{k: v for k, v in previous.items() if k not in rerun},
+               "command": f"{previous['command']}; then {results['command']}",
+               "train": [] if "train" in sections else previous.get("train", [])}
   ceiling_n = 8192 if jax.default_backend() == "gpu" else 1024
   results["matmul_ceiling_flops"] = common.matmul_ceiling(ceiling_n)
   def save():

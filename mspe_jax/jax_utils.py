@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 DATA_AXIS = "data"
 _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 _CACHE_HIT = "/jax/compilation_cache/cache_hits"
+_TRACE = "/jax/core/compile/jaxpr_trace_duration"
+_LOWER = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -70,6 +72,7 @@ class CompileCounter:
   _lock = threading.Lock()
   _requests = 0
   _hits = 0
+  _seconds = {"trace": 0.0, "lower": 0.0, "backend_compile": 0.0}
   _installed = False
 
   @classmethod
@@ -79,11 +82,14 @@ class CompileCounter:
         return
       cls._installed = True
 
+    phases = {_TRACE: "trace", _LOWER: "lower", _BACKEND_COMPILE: "backend_compile"}
+
     def on_duration(event, duration, **kwargs):
-      del duration, kwargs
-      if event == _BACKEND_COMPILE:
+      del kwargs
+      if event in phases:
         with cls._lock:
-          cls._requests += 1
+          cls._seconds[phases[event]] += duration
+          cls._requests += event == _BACKEND_COMPILE
 
     def on_event(event, **kwargs):
       del kwargs
@@ -99,3 +105,10 @@ class CompileCounter:
     with cls._lock:
       return {"programs": cls._requests, "loaded_from_cache": cls._hits,
               "compiled": cls._requests - cls._hits}
+
+  @classmethod
+  def seconds(cls) -> dict[str, float]:
+    """Seconds spent so far tracing to jaxprs, lowering to MLIR, and in the backend compile
+    (which includes a persistent-cache lookup and load)."""
+    with cls._lock:
+      return dict(cls._seconds)
