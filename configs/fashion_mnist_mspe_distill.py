@@ -11,7 +11,8 @@ Command (about as long as configs/fashion_mnist_mspe.py: one teacher forward per
 
   python train.py --config configs/fashion_mnist_mspe_distill.py --workdir runs/demo_distill
 
-Expected result: within about a point of the labelled run at every resolution (README).
+Expected result (measured, first 2,000 test images): 70.2 / 83.7 / 87.8 / 88.2% top-1 at
+7 / 14 / 21 / 28 px, against 69.8 / 84.8 / 87.8 / 88.2% with labels (README).
 
 ``get_config("smoke")``: a handful of steps on tiny batches, for tests.
 """
