@@ -58,12 +58,21 @@ def as_hw(hw: int | Sequence[int], what: str = "size") -> tuple[int, int]:
   return pair
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _resized_eye(n_old: int, n_new: int, method: str, antialias: bool):
+  eye = jnp.eye(n_old, dtype=jnp.float64)
+  return jax.image.resize(eye, (n_old, n_new), method=method, antialias=antialias)
+
+
 @functools.cache
 def _resize_matrix_1d(n_old: int, n_new: int, method: str, antialias: bool) -> np.ndarray:
-  """``(n_new, n_old)``: column ``i`` is ``jax.image.resize`` of the i-th basis vector."""
-  with jax.ensure_compile_time_eval(), jax.enable_x64(True):
-    eye = jnp.eye(n_old, dtype=jnp.float64)
-    out = jax.image.resize(eye, (n_old, n_new), method=method, antialias=antialias)
+  """``(n_new, n_old)``: column ``i`` is ``jax.image.resize`` of the i-th basis vector.
+
+  One compiled program per key, not one per primitive of the resize; compiled ahead of time
+  and called directly, so it runs now even when called while tracing.
+  """
+  with jax.enable_x64(True):
+    out = _resized_eye.lower(n_old, n_new, method, antialias).compile()()
     return np.asarray(out, np.float64).T
 
 
