@@ -6,8 +6,8 @@ big_vision / AugReg checkpoints): ``{query,key,value}/kernel`` ``(D, H, D/H)``,
 initialised with the same random streams. Only the computation differs: the three projections
 are one ``(B*N, D) @ (D, 3D)`` matmul and the heads are laid out ``(B, H, N, D/H)`` before the
 two batched matmuls, which XLA runs about twice as fast on CPUs as Flax's per-projection
-``DenseGeneral`` + einsum (``bench/``; ViT-S/16, batch 8). Self-attention only, no dropout,
-no mask: what a ViT encoder needs.
+``DenseGeneral`` + einsum (forward of one ViT-S/16 block at batch 8; BENCHMARKS.md).
+Self-attention only, no dropout, no mask: what a ViT encoder needs.
 """
 
 from __future__ import annotations
