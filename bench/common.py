@@ -100,18 +100,21 @@ class OurStep:
       total += _cost(self.fns.teacher, merged, self.images["image"])
       teacher = self.fns.teacher(merged, self.images["image"])
     images, labels = self.images["image"], self.images["label"]
+    grads = []
     for t in self.terms:
       w, b = jnp.float32(t.weight), dict(kernel=t.kernel, hw=t.hw)
       if self.fns.mode == "full":
         total += _cost(self.fns.term_grad, self.trainable, self.frozen, images, labels, teacher,
                        w, **b)
         continue
-      tokens = self.fns.embed(self.trainable, self.frozen, images, **b)
+      tokens, _ = self.fns.embed(self.trainable, self.frozen, images, **b)
       enc = steps.encoder_params(self.frozen)
-      _, dtokens = self.fns.encoder_grad(enc, tokens, labels, teacher, w)
       total += (_cost(self.fns.embed, self.trainable, self.frozen, images, **b)
-                + _cost(self.fns.encoder_grad, enc, tokens, labels, teacher, w)
-                + _cost(self.fns.embed_grad, self.trainable, self.frozen, images, dtokens, **b))
+                + _cost(self.fns.encoder_grad, enc, tokens, labels, teacher, w))
+      grads.append(self.fns.value_and_grad(self.trainable, self.frozen, images, labels, teacher,
+                                           t.weight, t)[1])
+    if grads:
+      total += _cost(self.fns.update, self.trainable, self.opt_state, grads)
     return total
 
 

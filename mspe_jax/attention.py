@@ -49,7 +49,9 @@ class MultiHeadDotProductAttention(nn.Module):
   kernel_init: Any = nn.initializers.xavier_uniform()
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, num_queries: int | None = None):
+    """``num_queries``: attend from the first ``num_queries`` tokens only (keys and values
+    from all of them); the output is then ``(B, num_queries, D)``."""
     b, n, d = x.shape
     h = self.num_heads
     if d % h:
@@ -64,10 +66,16 @@ class MultiHeadDotProductAttention(nn.Module):
     bias = jnp.concatenate([proj["query"][1].reshape(d) * scale,
                             proj["key"][1].reshape(d), proj["value"][1].reshape(d)])
     x = x.astype(self.dtype)
-    qkv = x.reshape(b * n, d) @ w.astype(self.dtype) + bias.astype(self.dtype)
-    qkv = qkv.reshape(b, n, 3, h, hd).transpose(2, 0, 3, 1, 4)  # (3, B, H, N, hd)
-    q, k, v = qkv[0], qkv[1], qkv[2]
+    w, bias = w.astype(self.dtype), bias.astype(self.dtype)
+    heads = lambda t, m: t.reshape(b, m, -1, h, hd).transpose(2, 0, 3, 1, 4)  # noqa: E731
+    if num_queries is None or num_queries >= n:
+      nq = n
+      q, k, v = heads(x.reshape(b * n, d) @ w + bias, n)  # (3, B, H, N, hd)
+    else:
+      nq = num_queries
+      q = heads(x[:, :nq].reshape(b * nq, d) @ w[:, :d] + bias[:d], nq)[0]
+      k, v = heads(x.reshape(b * n, d) @ w[:, d:] + bias[d:], n)
     weights = jax.nn.softmax(q @ k.swapaxes(-1, -2), axis=-1)
-    y = (weights @ v).transpose(0, 2, 1, 3).reshape(b * n, d)
+    y = (weights @ v).transpose(0, 2, 1, 3).reshape(b * nq, d)
     y = y @ out_kernel.reshape(d, d).astype(self.dtype) + out_bias.astype(self.dtype)
-    return y.reshape(b, n, d)
+    return y.reshape(b, nq, d)

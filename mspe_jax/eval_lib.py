@@ -119,7 +119,8 @@ class Sweep:
     return m.model.apply({"params": params}, x, method="embed")
 
   def _encode_count(self, enc_params, tokens, labels, mask):
-    logits = self._encoder_model.apply({"params": enc_params}, tokens, method="encode")[0]
+    logits = self._encoder_model.apply({"params": enc_params}, tokens, sequence=False,
+                                       method="encode")[0]
     return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
 
   def runnable(self, method: Method, hw) -> bool:

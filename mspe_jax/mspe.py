@@ -103,23 +103,63 @@ def route(kernel_hw: Sequence[int], base_sizes: Sequence[int]) -> int:
   return int(np.argmin(dists))  # argmin keeps the first (smallest) on ties
 
 
+def extract_patches(x, kernel_hw):
+  """Non-overlapping ``kh x kw`` patches of an NHWC batch: ``(B, H/kh, W/kw, kh*kw*C)``.
+
+  Flattened in the order of an HWIO kernel's ``reshape(kh*kw*C, D)``.
+  """
+  b, h, w, c = x.shape
+  kh, kw = kernel_hw
+  gh, gw = h // kh, w // kw
+  if gh * kh != h or gw * kw != w:
+    raise ValueError(f"Input {h}x{w} is not a multiple of the kernel {kh}x{kw}.")
+  patches = x.reshape(b, gh, kh, gw, kw, c).transpose(0, 1, 3, 2, 4, 5)
+  return patches.reshape(b, gh, gw, kh * kw * c)
+
+
 def patchify(x, kernel, bias):
   """Non-overlapping patch embedding (stride = kernel size): ``(B, H/kh, W/kw, D)``.
 
   Written as a reshape and one matmul, which equals the strided convolution exactly in
   exact arithmetic and is faster than ``conv_general_dilated`` on CPU and GPU.
   """
-  b, h, w, c = x.shape
   kh, kw, kc, d = kernel.shape
-  if kc != c:
-    raise ValueError(f"Input has {c} channels but the patch kernel expects {kc}.")
-  gh, gw = h // kh, w // kw
-  if gh * kh != h or gw * kw != w:
-    raise ValueError(f"Input {h}x{w} is not a multiple of the kernel {kh}x{kw}.")
-  patches = x.reshape(b, gh, kh, gw, kw, c).transpose(0, 1, 3, 2, 4, 5)
-  patches = patches.reshape(b, gh, gw, kh * kw * c)
-  tokens = patches @ kernel.reshape(kh * kw * c, d).astype(x.dtype)
+  if kc != x.shape[-1]:
+    raise ValueError(f"Input has {x.shape[-1]} channels but the patch kernel expects {kc}.")
+  tokens = extract_patches(x, (kh, kw)) @ kernel.reshape(kh * kw * kc, d).astype(x.dtype)
   return tokens + bias.astype(x.dtype)
+
+
+def project_patches(x, kernel_hw, stored_hw, how: str, method: str, antialias: bool):
+  """The ``kernel_hw`` patches of ``x`` mapped onto a kernel stored at ``stored_hw``.
+
+  Returns ``Q`` of shape ``(B, H/kh, W/kw, sh*sw*C)`` with, for any stored kernel ``W``,
+
+      patchify(x, resample(W, kernel_hw, how, ...), b) == Q @ W.reshape(sh*sw*C, D) + b
+
+  in exact arithmetic: PI-resize (or plain resize) is the linear map ``M`` on the kernel's
+  spatial positions, so ``<patch, M W> = <M^T patch, W>``. ``Q``'s shape depends on the
+  stored kernel only, not on the input size, and the kernel's gradient is ``Q^T dtokens``:
+  training uses it to keep every program that involves the kernel independent of the
+  resolution. For ``kernel_hw == stored_hw`` it is the patches themselves.
+  """
+  kernel_hw, stored_hw = tuple(kernel_hw), tuple(stored_hw)
+  patches = extract_patches(x, kernel_hw)
+  if kernel_hw == stored_hw:
+    return patches
+  if how == "pi":
+    mat = pi_resize.pinv_matrix(stored_hw, kernel_hw, method, antialias)
+  elif how == "resize":
+    mat = pi_resize.resize_matrix(stored_hw, kernel_hw, pi_resize.canonical_method(method),
+                                  bool(antialias))
+  else:
+    raise ValueError(f"Unknown kernel resampling {how!r}; expected 'pi' or 'resize'.")
+  b, gh, gw, _ = patches.shape
+  c = x.shape[-1]
+  patches = patches.reshape(b, gh, gw, kernel_hw[0] * kernel_hw[1], c)
+  q = jnp.einsum("bijsc,st->bijtc", patches, jnp.asarray(mat, x.dtype),
+                 precision=jax.lax.Precision.HIGHEST)
+  return q.reshape(b, gh, gw, stored_hw[0] * stored_hw[1] * c)
 
 
 class PatchKernel(nn.Module):

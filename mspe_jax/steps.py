@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import struct
 
 from mspe_jax import jax_utils, pi_resize
 from mspe_jax import mspe as mspe_lib
@@ -131,16 +132,31 @@ def encoder_params(params):
 ENCODER_KEYS = ("pos_embedding", "cls", "Transformer", "head")
 
 
+@struct.dataclass
+class KernelGrad:
+  """A term's contribution to its MSPE kernel's gradient, kept factored.
+
+  The kernel's gradient is ``Q^T dtokens`` and the bias's ``sum(dtokens)`` (see
+  ``ViT.embed_projected``); ``Q`` has the same shape at every resolution, so the program
+  that forms them (the update) does not depend on the resolution. ``kernel`` is the MSPE
+  kernel index (``mspe_lib.NATIVE_KERNEL``: the frozen pretrained kernel, no gradient).
+  """
+  kernel: int = struct.field(pytree_node=False)
+  projected: jax.Array
+  dtokens: jax.Array
+
+
 class StepFunctions:
   """The jitted pieces of a step.
 
-  ``mspe`` mode (encoder frozen) splits each term in three programs: ``embed`` (the patch
-  embedding, per kernel and resolution), ``encoder_grad`` (loss and token cotangents through
-  the frozen encoder: the token grid is fixed, so it is compiled once for every resolution)
-  and ``embed_grad`` (the kernel's gradient from those cotangents, per kernel and
-  resolution). The expensive program is compiled once; the per-bucket ones are a resize and
-  one matmul. ``full`` mode differentiates everything with one program per term
-  (``term_grad``).
+  ``mspe`` mode (encoder frozen) computes a term with two programs: ``embed`` (per kernel and
+  resolution: the resize, the patches projected onto the kernel's stored size ``Q`` and the
+  tokens ``Q @ W + b``) and ``encoder_grad`` (loss and token cotangents through the frozen
+  encoder: the token grid is fixed, so it is compiled once for every resolution). The
+  ``update`` program forms each kernel's gradient ``Q^T dtokens`` and applies the optimizer;
+  it depends only on which kernels the terms use (K or K+1 terms), so a run compiles
+  ``sum_k |S_k|`` small bucket programs, the encoder once and the update once or twice.
+  ``full`` mode differentiates everything with one program per term (``term_grad``).
   """
 
   def __init__(self, model, tx: optax.GradientTransformation, mesh,
@@ -151,9 +167,8 @@ class StepFunctions:
     self.mode = mode
     rep, data = jax_utils.replicated(mesh), jax_utils.batch_sharded(mesh)
     buckets = ("kernel", "hw")
-    self.embed = jax.jit(self._embed, static_argnames=buckets, out_shardings=data)
+    self.embed = jax.jit(self._embed, static_argnames=buckets, out_shardings=(data, data))
     self.encoder_grad = jax.jit(self._encoder_value_and_grad, out_shardings=(rep, data))
-    self.embed_grad = jax.jit(self._embed_grad, static_argnames=buckets, out_shardings=rep)
     self.term_grad = jax.jit(self._term_value_and_grad, static_argnames=buckets,
                              out_shardings=rep)
     self.update = jax.jit(self._update, out_shardings=rep)
@@ -163,16 +178,40 @@ class StepFunctions:
   # -- one loss term: value and gradient with respect to the trainable parameters
 
   def value_and_grad(self, trainable, frozen, images, labels, teacher_logits, weight, term):
-    """``(loss value, grads)`` of ``weight * loss`` at ``term``'s kernel and resolution."""
+    """``(loss value, gradient)`` of ``weight * loss`` at ``term``'s kernel and resolution.
+
+    The gradient is a tree like ``trainable`` in ``full`` mode and a ``KernelGrad`` in
+    ``mspe`` mode; ``update`` and ``sum_grads`` take a list of either.
+    """
     weight = jnp.float32(weight)
     if self.mode == "full":
       return self.term_grad(trainable, frozen, images, labels, teacher_logits, weight,
                             kernel=term.kernel, hw=term.hw)
-    tokens = self.embed(trainable, frozen, images, kernel=term.kernel, hw=term.hw)
+    tokens, projected = self.embed(trainable, frozen, images, kernel=term.kernel, hw=term.hw)
     value, dtokens = self.encoder_grad(encoder_params(frozen), tokens, labels, teacher_logits,
                                        weight)
-    grads = self.embed_grad(trainable, frozen, images, dtokens, kernel=term.kernel, hw=term.hw)
-    return value, grads
+    index = self._model(term.kernel).plan(*term.hw)["kernel_index"]
+    return value, KernelGrad(index, projected, dtokens)
+
+  def sum_grads(self, trainable, grads_list: Sequence[Any]):
+    """The gradient tree (like ``trainable``) of a step's terms."""
+    if self.mode == "full":
+      return jax.tree_util.tree_map(lambda *g: sum(g[1:], g[0]), *grads_list)
+    kernels = dict(trainable[TRAINABLE_MSPE])
+    sums = {name: None for name in kernels}
+    for g in grads_list:
+      if g.kernel == mspe_lib.NATIVE_KERNEL:
+        continue  # the frozen pretrained kernel
+      name = f"embedding_{g.kernel}"
+      q = g.projected.reshape(-1, g.projected.shape[-1])
+      dt = g.dtokens.reshape(-1, g.dtokens.shape[-1])
+      shape = kernels[name]["kernel"].shape
+      term = {"kernel": (q.T @ dt).reshape(shape), "bias": jnp.sum(dt, axis=0)}
+      sums[name] = term if sums[name] is None else jax.tree_util.tree_map(
+          jnp.add, sums[name], term)
+    grads = {name: jax.tree_util.tree_map(jnp.zeros_like, kernels[name]) if s is None else s
+             for name, s in sums.items()}
+    return {TRAINABLE_MSPE: grads}
 
   def _model(self, kernel):
     return self.model if kernel is None else self.model.clone(mspe_kernel=kernel)
@@ -180,26 +219,23 @@ class StepFunctions:
   def _embed(self, trainable, frozen, images, *, kernel, hw):
     x = resize_batch(images, hw, self.model.resize_method, self.model.antialias)
     return self._model(kernel).apply({"params": merge_params(trainable, frozen)}, x,
-                                     method="embed")
+                                     method="embed_projected")
 
   def _encoder_value_and_grad(self, enc_params, tokens, labels, teacher_logits, weight):
     def loss(t):
-      logits = self.model.apply({"params": enc_params}, t, method="encode")[0]
+      logits = self.model.apply({"params": enc_params}, t, sequence=False,
+                                method="encode")[0]
       value = self.loss_fn(logits, labels, teacher_logits)
       return weight * value, value
     (_, value), dtokens = jax.value_and_grad(loss, has_aux=True)(tokens)
     return value, dtokens
 
-  def _embed_grad(self, trainable, frozen, images, dtokens, *, kernel, hw):
-    _, vjp = jax.vjp(lambda tr: self._embed(tr, frozen, images, kernel=kernel, hw=hw),
-                     trainable)
-    return vjp(dtokens)[0]
-
   def _term_value_and_grad(self, trainable, frozen, images, labels, teacher_logits, weight, *,
                            kernel, hw):
     def loss(tr):
       x = resize_batch(images, hw, self.model.resize_method, self.model.antialias)
-      logits = self._model(kernel).apply({"params": merge_params(tr, frozen)}, x)[0]
+      logits = self._model(kernel).apply({"params": merge_params(tr, frozen)}, x,
+                                         sequence=False)[0]
       value = self.loss_fn(logits, labels, teacher_logits)
       return weight * value, value
     (_, value), grads = jax.value_and_grad(loss, has_aux=True)(trainable)
@@ -208,18 +244,19 @@ class StepFunctions:
   # -- the rest of a step
 
   def _update(self, trainable, opt_state, grads_list: Sequence[Any]):
-    grads = jax.tree_util.tree_map(lambda *g: sum(g[1:], g[0]), *grads_list)
+    grads = self.sum_grads(trainable, grads_list)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = self.tx.update(grads, opt_state, trainable)
     return optax.apply_updates(trainable, updates), opt_state, grad_norm
 
   def _teacher(self, params, images):
     """The frozen pretrained model (its own kernel) at native resolution."""
-    return self.model.clone(patch_embed="vanilla").apply({"params": params}, images)[0]
+    return self.model.clone(patch_embed="vanilla").apply({"params": params}, images,
+                                                         sequence=False)[0]
 
   def _eval_correct(self, params, images, labels, mask, *, hw):
     x = resize_batch(images, hw, self.model.resize_method, self.model.antialias)
-    logits = self.model.apply({"params": params}, x)[0]
+    logits = self.model.apply({"params": params}, x, sequence=False)[0]
     return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
 
   def compiled_programs(self) -> dict[str, int]:
@@ -227,5 +264,5 @@ class StepFunctions:
     size = lambda f: f._cache_size()  # noqa: E731, SLF001
     if self.mode == "full":
       return {"bucket": size(self.term_grad), "encoder": 0, "update": size(self.update)}
-    return {"bucket": size(self.embed), "bucket_grad": size(self.embed_grad),
-            "encoder": size(self.encoder_grad), "update": size(self.update)}
+    return {"bucket": size(self.embed), "encoder": size(self.encoder_grad),
+            "update": size(self.update)}

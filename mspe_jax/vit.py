@@ -105,10 +105,12 @@ class Encoder1DBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, num_queries: int | None = None):
+    """``num_queries``: compute the outputs of the first ``num_queries`` tokens only."""
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
-    y = attention.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype)(y)
-    x = x + y
+    y = attention.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype)(
+        y, num_queries)
+    x = x[:, :y.shape[1]] + y
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
     y = MlpBlock(self.mlp_dim, dtype=self.dtype)(y)
     return x + y
@@ -121,9 +123,11 @@ class Encoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, last_queries: int | None = None):
+    """``last_queries``: the last block computes the first ``last_queries`` outputs only."""
     for i in range(self.depth):
-      x = Encoder1DBlock(self.mlp_dim, self.num_heads, self.dtype, name=f"encoderblock_{i}")(x)
+      x = Encoder1DBlock(self.mlp_dim, self.num_heads, self.dtype, name=f"encoderblock_{i}")(
+          x, last_queries if i == self.depth - 1 else None)
     return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)
 
 
@@ -232,44 +236,83 @@ class ViT(nn.Module):
       head_init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
       self.head = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=head_init)
 
-  def embed(self, images):
-    """NHWC images -> patch tokens ``(B, gh, gw, D)``, before the position embedding."""
-    check_images(images, self.in_channels)
-    _, h, w, _ = images.shape
-    plan = self.plan(h, w)
-    x = images.astype(self.dtype)
+  def _stored_kernel(self, plan):
+    """The kernel and bias ``embed`` uses, at their stored size (before any resampling)."""
     kernel, bias = self.embedding()
     if self.patch_embed == "mspe":
       if plan["kernel_index"] != mspe_lib.NATIVE_KERNEL:
         kernel, bias = self.mspe(plan["kernel_index"])
       else:
         self.mspe(0)  # declare the MSPE parameters even when the native kernel serves
+    return kernel, bias
+
+  def _fit(self, images):
+    """Checks ``images`` and fits them to the token grid: ``(x, plan)``."""
+    check_images(images, self.in_channels)
+    _, h, w, _ = images.shape
+    plan = self.plan(h, w)
+    x = images.astype(self.dtype)
     if self.patch_embed == "vanilla":
       gh, gw = plan["grid"]
-      x = mspe_lib.center_crop(x, (gh * self.patch[0], gw * self.patch[1]))
-    else:
-      x, _, _ = mspe_lib.fit_to_grid(x, self.grid, self.leftover, self.resize_method,
-                                     self.antialias)
-      how = "resize" if self.patch_embed == "resize" else "pi"
-      method = self.kernel_resize_method if how == "resize" else self.resize_method
+      return mspe_lib.center_crop(x, (gh * self.patch[0], gw * self.patch[1])), plan
+    x, _, _ = mspe_lib.fit_to_grid(x, self.grid, self.leftover, self.resize_method,
+                                   self.antialias)
+    return x, plan
+
+  def _resampling(self):
+    how = "resize" if self.patch_embed == "resize" else "pi"
+    return how, (self.kernel_resize_method if how == "resize" else self.resize_method)
+
+  def embed(self, images):
+    """NHWC images -> patch tokens ``(B, gh, gw, D)``, before the position embedding."""
+    x, plan = self._fit(images)
+    kernel, bias = self._stored_kernel(plan)
+    if self.patch_embed != "vanilla":
+      how, method = self._resampling()
       kernel = mspe_lib.resample(kernel, plan["kernel_hw"], how, method, self.antialias)
     return mspe_lib.patchify(x, kernel, bias)
 
-  def encode(self, tokens):
+  def embed_projected(self, images):
+    """``(tokens, Q)``: ``embed``'s tokens computed as ``Q @ kernel + bias`` with the kernel
+    at its stored size, and ``Q`` (see ``mspe_lib.project_patches``).
+
+    The gradient of the stored kernel is ``Q^T dtokens``, the bias's ``sum(dtokens)``, and
+    ``Q``'s shape does not depend on the input size: training keeps the kernel's gradient
+    and update in programs that do not depend on the resolution.
+    """
+    x, plan = self._fit(images)
+    kernel, bias = self._stored_kernel(plan)
+    kh, kw, c, d = kernel.shape
+    if self.patch_embed == "vanilla":
+      q = mspe_lib.extract_patches(x, (kh, kw))
+    else:
+      how, method = self._resampling()
+      q = mspe_lib.project_patches(x, plan["kernel_hw"], (kh, kw), how, method, self.antialias)
+    tokens = q @ kernel.reshape(kh * kw * c, d).astype(x.dtype) + bias.astype(x.dtype)
+    return tokens, q
+
+  def encode(self, tokens, sequence: bool = True):
     """Patch tokens ``(B, gh, gw, D)`` -> ``(logits, extras)``; the position embedding is
-    resampled when the grid is not the native one (``vanilla`` mode)."""
+    resampled when the grid is not the native one (``vanilla`` mode).
+
+    ``sequence=False`` computes only what the logits need: with ``pool_type="tok"`` the last
+    block's attention and MLP run for the class token alone (its other outputs are never
+    read), and ``extras["encoded"]`` is then ``(B, 1, D)``. Training and evaluation use it.
+    """
     n, gh, gw, d = tokens.shape
     tokens = tokens.reshape(n, gh * gw, d)
     posemb = pi_resize.resample_posemb(self.pos_embedding, (gh, gw), old_grid=self.grid)
     x = tokens + posemb.astype(self.dtype)
     if self.pool_type == "tok":
       x = jnp.concatenate([jnp.tile(self.cls.astype(self.dtype), (n, 1, 1)), x], axis=1)
-    encoded = self.Transformer(x)
+    last_queries = 1 if self.pool_type == "tok" and not sequence else None
+    encoded = self.Transformer(x, last_queries)
     pre_logits = encoded[:, 0] if self.pool_type == "tok" else jnp.mean(encoded, axis=1)
     extras = {"tokens": tokens, "encoded": encoded, "pre_logits": pre_logits}
     if not self.num_classes:
       return pre_logits, extras
     return self.head(pre_logits), extras
 
-  def __call__(self, images):
-    return self.encode(self.embed(images))
+  def __call__(self, images, sequence: bool = True):
+    """``encode(embed(images), sequence)``."""
+    return self.encode(self.embed(images), sequence)

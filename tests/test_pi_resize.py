@@ -137,3 +137,27 @@ def test_resample_posemb_bilinear():
   got = pi_resize.resample_posemb(pos, (6, 10), old_grid=(3, 5))
   want = ref.resize_image(pos.reshape(1, 3, 5, 2), (6, 10)).reshape(1, -1, 2)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("how", ["pi", "resize"])
+@pytest.mark.parametrize("stored,kernel_hw", [((4, 4), (8, 8)), ((16, 16), (3, 5)),
+                                               ((2, 2), (2, 2)), ((3, 3), (1, 4))])
+def test_projected_patches_give_the_resampled_kernel_tokens(stored, kernel_hw, how):
+  """patchify(x, M w) == Q @ w with Q = M^T patches, and its kernel gradient is Q^T dtokens
+  (the factored form training uses), in float64 to rounding."""
+  from mspe_jax import mspe
+  rng = np.random.default_rng(3)
+  x = rng.standard_normal((2, 4 * kernel_hw[0], 3 * kernel_hw[1], 3))
+  w = rng.standard_normal((*stored, 3, 5))
+  bias = rng.standard_normal(5)
+  with jax.enable_x64(True):
+    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
+    q = mspe.project_patches(x64, kernel_hw, stored, how, "bilinear", True)
+    assert q.shape == (2, 4, 3, stored[0] * stored[1] * 3)
+    direct = lambda w: mspe.patchify(x64, mspe.resample(w, kernel_hw, how, "bilinear", True),
+                                     bias)
+    np.testing.assert_allclose(q @ w64.reshape(-1, 5) + bias, direct(w64), rtol=0, atol=1e-10)
+    dtokens = jnp.asarray(rng.standard_normal((2, 4, 3, 5)))
+    grad = jax.vjp(direct, w64)[1](dtokens)[0]
+    np.testing.assert_allclose((q.reshape(-1, q.shape[-1]).T @ dtokens.reshape(-1, 5))
+                               .reshape(w.shape), grad, rtol=0, atol=1e-10)

@@ -193,3 +193,36 @@ def test_fused_attention_is_flax_attention():
   assert ref.rel_err(got, want) < 1e-5
   with pytest.raises(ValueError, match="not divisible by num_heads=5"):
     attention.MultiHeadDotProductAttention(num_heads=5).init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("mode,hw", [("mspe", (10, 21)), ("mspe", (28, 28)), ("pi", (35, 14)),
+                                     ("resize", (21, 21)), ("vanilla", (20, 24))])
+def test_embed_projected_equals_embed(augreg_file, mode, hw):
+  model, params = mspe_jax.load_pretrained(augreg_file, patch_embed=mode)
+  x = jnp.asarray(np.random.default_rng(4).uniform(-1, 1, (2, *hw, 3)), jnp.float32)
+  tokens = model.apply({"params": params}, x, method="embed")
+  projected, q = model.apply({"params": params}, x, method="embed_projected")
+  assert q.shape[:3] == tokens.shape[:3]
+  np.testing.assert_allclose(projected, tokens, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["tok", "gap"])
+def test_logits_only_encode_skips_unused_work_exactly(pool):
+  """``sequence=False`` (training, evaluation): same logits and input gradients; with the
+  class token the last block runs for it alone."""
+  model = vit.ViT(num_classes=5, image_size=16, pool_type=pool, head_zeroinit=False,
+                  **vit.decode_variant("Ti/4"))
+  x = jnp.asarray(np.random.default_rng(5).uniform(-1, 1, (3, 16, 16, 3)), jnp.float32)
+  params = model.init(jax.random.key(1), x)["params"]
+  tokens = model.apply({"params": params}, x, method="embed")
+  full, extras = model.apply({"params": params}, tokens, method="encode")
+  short, short_extras = model.apply({"params": params}, tokens, False, method="encode")
+  np.testing.assert_allclose(short, full, rtol=1e-5, atol=1e-5)
+  n = 17 if pool == "tok" else 16
+  assert extras["encoded"].shape == (3, n, 192)
+  assert short_extras["encoded"].shape == (3, 1 if pool == "tok" else 16, 192)
+  grad = lambda seq: jax.grad(lambda t: model.apply({"params": params}, t, seq,  # noqa: E731
+                                                    method="encode")[0][:, 1].sum())(tokens)
+  np.testing.assert_allclose(grad(False), grad(True), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(model.apply({"params": params}, x, sequence=False)[0], full,
+                             rtol=1e-5, atol=1e-5)
