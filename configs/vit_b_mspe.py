@@ -18,11 +18,12 @@ Command:
   python train.py --config configs/vit_b_mspe.py --workdir runs/vit_b_mspe \
       --config.init_file=checkpoints/B_16-...-res_224.npz --config.data.data_dir=<tfds dir>
 
-Expected runtime: the paper reports under 3 hours on 8 RTX 4090s; 19 step programs are
-compiled once (the persistent compilation cache makes restarts free). Not run by us (no
-ImageNet here). Expected result, paper Table 1 (timm's 85.1% ViT-B/16): top-1 at
-28 / 56 / 112 / 224 / 448 px of 56.4 / 77.9 / 83.8 / 85.1 / 85.1 (vanilla: 8.5 / 54.7 /
-78.8 / 85.1 / 53.8). Google's own fine-tune scores about 84.5% at 224 px.
+Expected runtime: the paper reports under 3 hours on 8 RTX 4090s; 22 step programs (19
+resolution buckets, the frozen encoder's gradient, 2 updates) are compiled once (the
+persistent compilation cache makes restarts free). Not run by us (no ImageNet here).
+Expected result, paper Table 1 (timm's 85.1% ViT-B/16): top-1 at 28 / 56 / 112 / 224 / 448
+px of 56.4 / 77.9 / 83.8 / 85.1 / 85.1 (vanilla: 8.5 / 54.7 / 78.8 / 85.1 / 53.8). Google's
+own fine-tune scores about 84.5% at 224 px.
 
 ``get_config("smoke")``: 3 steps, batch 2, one resolution per kernel (tests use it with a
 self-made checkpoint and a self-made TFDS ``imagenet2012``).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -132,6 +133,40 @@ def encoder_params(params):
 ENCODER_KEYS = ("pos_embedding", "cls", "Transformer", "head")
 
 
+def encoder_chains(mesh) -> int:
+  """Into how many independent chains ``encode_logits`` splits the batch on this mesh.
+
+  XLA:CPU runs each elementwise fusion (softmax, GELU, layer norm: about a quarter of a ViT
+  step there) on one thread, but runs independent operations concurrently, so encoding a
+  single CPU device's batch as a few independent chains keeps the cores busy: 8-16% off a
+  ViT-Ti/S MSPE step on 2 cores, for a longer first compile (BENCHMARKS.md). Used for the
+  programs compiled once per run (the frozen encoder's gradient and the teacher), not for
+  evaluation (compiled per token grid). One chain elsewhere: accelerators want one batch.
+  """
+  if jax.default_backend() != "cpu" or mesh.devices.size != 1:
+    return 1
+  return min(4, 2 * (os.cpu_count() or 1))
+
+
+def encode_logits(model, params, tokens, chains: int = 1):
+  """``model.encode``'s logits (logits only), the batch encoded as up to ``chains``
+  independent chains (the largest count that divides it).
+
+  Every example is computed on its own either way; only the floating-point rounding of the
+  matmuls can differ (they see a smaller batch), within 1e-5 (tested).
+  """
+  n = tokens.shape[0]
+  chains = max(c for c in range(1, max(1, chains) + 1) if n % c == 0)
+
+  @jax.jit  # traced once for all chains
+  def encode(t):
+    return model.apply({"params": params}, t, sequence=False, method="encode")[0]
+
+  if chains == 1:
+    return encode(tokens)
+  return jnp.concatenate([encode(t) for t in jnp.split(tokens, chains)], axis=0)
+
+
 @struct.dataclass
 class KernelGrad:
   """A term's contribution to its MSPE kernel's gradient, kept factored.
@@ -165,6 +200,7 @@ class StepFunctions:
     self.tx = tx
     self.loss_fn = loss_fn
     self.mode = mode
+    self.chains = encoder_chains(mesh)
     rep, data = jax_utils.replicated(mesh), jax_utils.batch_sharded(mesh)
     buckets = ("kernel", "hw")
     self.embed = jax.jit(self._embed, static_argnames=buckets, out_shardings=(data, data))
@@ -223,8 +259,7 @@ class StepFunctions:
 
   def _encoder_value_and_grad(self, enc_params, tokens, labels, teacher_logits, weight):
     def loss(t):
-      logits = self.model.apply({"params": enc_params}, t, sequence=False,
-                                method="encode")[0]
+      logits = encode_logits(self.model, enc_params, t, self.chains)
       value = self.loss_fn(logits, labels, teacher_logits)
       return weight * value, value
     (_, value), dtokens = jax.value_and_grad(loss, has_aux=True)(tokens)
@@ -251,8 +286,9 @@ class StepFunctions:
 
   def _teacher(self, params, images):
     """The frozen pretrained model (its own kernel) at native resolution."""
-    return self.model.clone(patch_embed="vanilla").apply({"params": params}, images,
-                                                         sequence=False)[0]
+    model = self.model.clone(patch_embed="vanilla")
+    tokens = model.apply({"params": params}, images, method="embed")
+    return encode_logits(model, encoder_params(params), tokens, self.chains)
 
   def _eval_correct(self, params, images, labels, mask, *, hw):
     x = resize_batch(images, hw, self.model.resize_method, self.model.antialias)

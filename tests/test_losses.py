@@ -17,8 +17,11 @@ def test_distill_loss_is_zero_when_student_is_the_teachers_native_path(augreg_fi
     fns = steps.StepFunctions(model.clone(dtype=jnp.float64), None, jax_utils.make_mesh(),
                               losses.make_loss("distill"))
     teacher = fns._teacher(p64, x)  # noqa: SLF001
-    # the student's logits as training computes them (class token only in the last block)
-    student = model.clone(dtype=jnp.float64).apply({"params": p64}, x, sequence=False)[0]
+    # the student's logits as training computes them (the tokens, then the encoder in
+    # fns.chains chains with the class token only in the last block)
+    m64 = model.clone(dtype=jnp.float64)
+    tokens = m64.apply({"params": p64}, x, method="embed_projected")[0]
+    student = steps.encode_logits(m64, p64, tokens, fns.chains)
     assert student.dtype == jnp.float64
     np.testing.assert_array_equal(student, teacher)  # the same computation, bit for bit
     for t in (1.0, 2.0, 4.0):

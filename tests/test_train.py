@@ -217,3 +217,24 @@ def test_split_step_equals_one_program(augreg_file):
     for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert any(np.abs(a).sum() > 0 for a in jax.tree_util.tree_leaves(g1))
+
+
+def test_encoder_chains_change_the_schedule_not_the_result(augreg_file):
+  model, params = checkpoints.load_pretrained(augreg_file, patch_embed="mspe")
+  enc = steps.encoder_params(params)
+  tokens = jnp.asarray(np.random.default_rng(2).standard_normal((8, 7, 7, model.width)),
+                       jnp.float32)
+
+  def logits_and_grad(chains):
+    def f(t):
+      logits = steps.encode_logits(model, enc, t, chains)
+      return jnp.sum(jax.nn.log_softmax(logits)[:, 1]), logits
+    (_, logits), grad = jax.jit(jax.value_and_grad(f, has_aux=True))(tokens)
+    return logits, grad
+
+  one = logits_and_grad(1)
+  for chains in (2, 3, 4):  # 3 does not divide 8: falls back to 2
+    for a, b in zip(logits_and_grad(chains), one):  # matmul rounding only
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  assert steps.encoder_chains(jax_utils.make_mesh()) == (
+      min(4, 2 * os.cpu_count()) if jax.default_backend() == "cpu" else 1)
