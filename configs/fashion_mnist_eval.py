@@ -4,7 +4,7 @@ Sizes from 1/4 to 2x the native 28 px: every multiple of the 7x7 grid (7 ... 56)
 between them (10, 18, 24, 32, 40) where the leftover-pixel policy decides, and the two
 aspect-ratio sweeps (height 14 with widths 7 ... 56, width 14 with heights 7 ... 56).
 
-Command (after the MSPE training of configs/fashion_mnist_mspe.py; 11 to 15 minutes on 2 CPU
+Command (after the MSPE training of configs/fashion_mnist_mspe.py; 9.5 to 15 minutes on 2 CPU
 cores for the first 2,000 test images; ``--config.eval_examples=10000`` for all of them):
 
   python eval.py --config configs/fashion_mnist_eval.py --workdir runs/demo

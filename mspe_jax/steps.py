@@ -136,10 +136,11 @@ ENCODER_KEYS = ("pos_embedding", "cls", "Transformer", "head")
 def encoder_chains(mesh) -> int:
   """Into how many independent chains ``encode_logits`` splits the batch on this mesh.
 
-  XLA:CPU runs each elementwise fusion (softmax, GELU, layer norm: about a quarter of a ViT
-  step there) on one thread, but runs independent operations concurrently, so encoding a
-  single CPU device's batch as a few independent chains keeps the cores busy: 8-16% off a
-  ViT-Ti/S MSPE step on 2 cores, for a longer first compile (BENCHMARKS.md). Used for the
+  Elementwise fusions are about a quarter of a ViT step on XLA:CPU, and at these sizes some
+  of them (the GELU, for one) run on one thread; XLA:CPU does run independent operations
+  concurrently, so encoding a single CPU device's batch as a few independent chains keeps
+  the cores busy: 9-16% off a ViT-Ti/S MSPE step on 2 cores, for a longer first compile
+  (BENCHMARKS.md). Used for the
   programs compiled once per run (the frozen encoder's gradient and the teacher), not for
   evaluation (compiled per token grid). One chain elsewhere: accelerators want one batch.
   """
