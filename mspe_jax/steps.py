@@ -140,9 +140,9 @@ def encoder_chains(mesh) -> int:
   of them (the GELU, for one) run on one thread; XLA:CPU does run independent operations
   concurrently, so encoding a single CPU device's batch as a few independent chains keeps
   the cores busy: 9-16% off a ViT-Ti/S MSPE step on 2 cores, for a longer first compile
-  (BENCHMARKS.md). Used for the
-  programs compiled once per run (the frozen encoder's gradient and the teacher), not for
-  evaluation (compiled per token grid). One chain elsewhere: accelerators want one batch.
+  (BENCHMARKS.md). Used for the programs compiled once per run (the frozen encoder's
+  gradient and the teacher), not for evaluation (compiled per token grid). One chain
+  elsewhere: accelerators want one batch.
   """
   if jax.default_backend() != "cpu" or mesh.devices.size != 1:
     return 1
@@ -234,20 +234,16 @@ class StepFunctions:
     """The gradient tree (like ``trainable``) of a step's terms."""
     if self.mode == "full":
       return jax.tree_util.tree_map(lambda *g: sum(g[1:], g[0]), *grads_list)
-    kernels = dict(trainable[TRAINABLE_MSPE])
-    sums = {name: None for name in kernels}
+    grads = jax.tree_util.tree_map(jnp.zeros_like, dict(trainable[TRAINABLE_MSPE]))
     for g in grads_list:
       if g.kernel == mspe_lib.NATIVE_KERNEL:
         continue  # the frozen pretrained kernel
       name = f"embedding_{g.kernel}"
       q = g.projected.reshape(-1, g.projected.shape[-1])
       dt = g.dtokens.reshape(-1, g.dtokens.shape[-1])
-      shape = kernels[name]["kernel"].shape
-      term = {"kernel": (q.T @ dt).reshape(shape), "bias": jnp.sum(dt, axis=0)}
-      sums[name] = term if sums[name] is None else jax.tree_util.tree_map(
-          jnp.add, sums[name], term)
-    grads = {name: jax.tree_util.tree_map(jnp.zeros_like, kernels[name]) if s is None else s
-             for name, s in sums.items()}
+      kernel, bias = grads[name]["kernel"], grads[name]["bias"]
+      grads[name] = {"kernel": kernel + (q.T @ dt).reshape(kernel.shape),
+                     "bias": bias + jnp.sum(dt, axis=0)}
     return {TRAINABLE_MSPE: grads}
 
   def _model(self, kernel):
