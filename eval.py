@@ -1,11 +1,12 @@
-r"""Resolution and aspect-ratio sweep of every method; writes tables and plots.
+r"""Resolution and aspect-ratio sweep of a training run and the baselines; tables and plots.
 
   python eval.py --config configs/fashion_mnist_eval.py --workdir runs/demo
   python eval.py --config configs/vit_b_eval.py --workdir runs/vit_b_mspe \
       --config.data.data_dir=/data/tfds
 
-Outputs land in ``<workdir>/eval/``: results.md (also printed), results.json, results.csv and
-PNG plots.
+Evaluates the newest checkpoint of the run in ``--workdir`` (the output names it) against the
+baselines on ``config.pretrained``; outputs land in ``<workdir>/eval/``: results.md (also
+printed), results.json, results.csv and PNG plots.
 """
 
 from absl import app, flags
@@ -15,7 +16,8 @@ from mspe_jax.config_cli import parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Eval config (path.py[:arg]).",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory; results go to <workdir>/eval.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A train.py workdir: its model is evaluated and "
+                                "the results go to <workdir>/eval.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -25,8 +27,8 @@ def main(argv):
   import logging
   for name in ("absl", "jax"):  # orbax's chatter, backend probing
     logging.getLogger(name).setLevel(logging.WARNING)
-  from mspe_jax import evaluate
-  result = evaluate.run(_CONFIG.value, _WORKDIR.value)
+  from mspe_jax import eval_lib
+  result = eval_lib.evaluate(_CONFIG.value, _WORKDIR.value)
   print(result["markdown"])
   print("Wrote:", ", ".join(sorted(result["paths"].values())))
 

@@ -9,7 +9,7 @@ field (a field that does not exist is an error that names it). Re-running the sa
 resumes from the last checkpoint in ``--workdir``.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from mspe_jax.config_cli import parse_flags
@@ -20,20 +20,25 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  import logging as std_logging
+def train(config, workdir: str, hooks=()) -> dict:
+  """What ``main`` runs (``hooks``: see ``mspe_jax.hooks``); prints the final summary."""
+  import logging
   for name in ("absl", "jax"):  # orbax's per-save chatter, backend probing
-    std_logging.getLogger(name).setLevel(std_logging.WARNING)
+    logging.getLogger(name).setLevel(logging.WARNING)
   import jax
   if config.multihost:
     jax.distributed.initialize()
   from mspe_jax import train_lib
-  logging.info("Config:\n%s", config)
-  summary = train_lib.train_and_evaluate(config, _WORKDIR.value)
+  logging.getLogger("mspe_jax").info("Config:\n%s", config)
+  summary = train_lib.train_and_evaluate(config, workdir, hooks)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
+  return summary
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  train(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

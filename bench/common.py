@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mspe_jax import checkpoints, jax_utils, losses, optim, steps, vit
+from mspe_jax import jax_utils, losses, npz, optim, terms, vit
+from mspe_jax.full_step import FullStep
+from mspe_jax.mspe_step import MSPEStep
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -52,70 +54,64 @@ def random_checkpoint(variant: str, path: str, image_size: int = 224, classes: i
                   **vit.decode_variant(variant))
   params = jax.jit(model.init)(jax.random.key(seed),
                                jnp.zeros((1, image_size, image_size, 3)))["params"]
-  return checkpoints.save_npz(path, jax.device_get(params))
+  return npz.save_npz(path, jax.device_get(params))
 
 
 class OurStep:
-  """The MSPE step of ``train_lib`` with fixed resolutions (one per kernel) + native term.
+  """The training step of ``train_lib`` (``MSPEStep`` or ``FullStep``) on one fixed batch with
+  fixed resolutions (one per kernel) + the native term.
 
   ``mode="mspe"`` trains the kernels only; ``mode="full"`` differentiates every parameter
-  (the fine-tuning comparison); ``loss="distill"`` adds the teacher forward.
+  (the fine-tuning comparison); ``loss="distill"`` adds the teacher forward. ``chains``:
+  ``mspe_jax.cpu_tuning`` (None: as it decides).
   """
 
-  def __init__(self, npz: str, resolutions, batch: int, mode: str = "mspe", loss: str = "ce",
-               seed: int = 0):
-    self.model, params = checkpoints.load_pretrained(npz, patch_embed="mspe")
+  def __init__(self, path: str, resolutions, batch: int, mode: str = "mspe", loss: str = "ce",
+               seed: int = 0, chains: int | None = None):
+    self.model, params = npz.load_pretrained(path, "mspe")
     mesh = jax_utils.make_mesh()
-    cfg = _optim_cfg()
-    self.tx, _ = optim.make_optimizer(cfg, 1000)
-    self.loss = loss
-    self.fns = steps.StepFunctions(self.model, self.tx, mesh, losses.make_loss(loss), mode=mode)
-    trainable, frozen = steps.split_params(params, mode)
-    self.trainable, self.frozen = jax_utils.replicate((trainable, frozen), mesh)
-    self.opt_state = jax_utils.replicate(self.tx.init(self.trainable), mesh)
-    native = self.model.image_size
+    self.tx, _ = optim.make_optimizer(_optim_cfg(), 1000)
+    loss_fn = losses.make_loss(loss)
+    self.step = (MSPEStep(self.model, self.tx, mesh, loss_fn,
+                          distill=losses.needs_teacher(loss), chains=chains) if mode == "mspe"
+                 else FullStep(self.model, self.tx, mesh, loss_fn))
+    self.state = jax_utils.replicate(self.step.init(params), mesh)
     subsets = tuple(((r, r),) for r in resolutions)
-    self.terms = steps.draw_terms(0, seed, subsets, self.model, lam=1.0)
+    self.terms = terms.draw_terms(0, seed, subsets, self.model, lam=1.0)
+    native = self.model.image_size
     rng = np.random.default_rng(seed)
-    self.images = jax_utils.shard_batch(
+    self.batch = jax_utils.shard_batch(
         {"image": rng.uniform(-1, 1, (batch, native, native, 3)).astype(np.float32),
          "label": rng.integers(0, self.model.num_classes, batch).astype(np.int32)}, mesh)
 
   def __call__(self):
-    merged = steps.merge_params(self.trainable, self.frozen)
-    teacher = (self.fns.teacher(merged, self.images["image"])
-               if losses.needs_teacher(self.loss) else None)
-    grads = [self.fns.value_and_grad(self.trainable, self.frozen, self.images["image"],
-                                     self.images["label"], teacher, t.weight, t)[1]
-             for t in self.terms]
-    self.trainable, self.opt_state, norm = self.fns.update(self.trainable, self.opt_state, grads)
-    jax.block_until_ready((self.trainable, norm))
+    self.state, metrics = self.step(self.state, self.batch, self.terms)
+    jax.block_until_ready((self.state.params, metrics))
 
   def flops(self) -> float:
     """XLA's FLOP count of one step (all term programs + teacher + update)."""
-    total = 0.0
-    merged = steps.merge_params(self.trainable, self.frozen)
-    teacher = None
-    if losses.needs_teacher(self.loss):
-      total += _cost(self.fns.teacher, merged, self.images["image"])
-      teacher = self.fns.teacher(merged, self.images["image"])
-    images, labels = self.images["image"], self.images["label"]
-    grads = []
+    step, params, images = self.step, self.state.params, self.batch["image"]
+    labels = self.batch["label"]
+    if isinstance(step, FullStep):
+      total = sum(_cost(step.term_grad, params, images, labels, jnp.float32(t.weight),
+                        kernel=t.kernel, hw=t.hw) for t in self.terms)
+      losses_, grads = step.gradients(params, self.batch, self.terms)
+      return total + _cost(step.update, params, self.state.opt_state, grads, losses_,
+                           jnp.ones(len(self.terms)))
+    teacher, total = None, 0.0
+    if step.distill:
+      total += _cost(step.teacher, params, images)
+      teacher = step.teacher(params, images)
+    encoder = vit.encoder_params(params)
     for t in self.terms:
-      w, b = jnp.float32(t.weight), dict(kernel=t.kernel, hw=t.hw)
-      if self.fns.mode == "full":
-        total += _cost(self.fns.term_grad, self.trainable, self.frozen, images, labels, teacher,
-                       w, **b)
-        continue
-      tokens, _ = self.fns.embed(self.trainable, self.frozen, images, **b)
-      enc = steps.encoder_params(self.frozen)
-      total += (_cost(self.fns.embed, self.trainable, self.frozen, images, **b)
-                + _cost(self.fns.encoder_grad, enc, tokens, labels, teacher, w))
-      grads.append(self.fns.value_and_grad(self.trainable, self.frozen, images, labels, teacher,
-                                           t.weight, t)[1])
-    if grads:
-      total += _cost(self.fns.update, self.trainable, self.opt_state, grads)
-    return total
+      b = dict(kernel=step._kernel_index(t), hw=t.hw)  # noqa: SLF001
+      tokens, _ = step.embed(params, images, **b)
+      total += (_cost(step.embed, params, images, **b)
+                + _cost(step.encoder_grad, encoder, tokens, labels, teacher,
+                        jnp.float32(t.weight)))
+    losses_, grads = step.gradients(params, self.batch, self.terms)
+    return total + _cost(step.update, {"mspe": params["mspe"]}, self.state.opt_state, grads,
+                         losses_, jnp.ones(len(self.terms)))
 
 
 def _optim_cfg():

@@ -22,7 +22,8 @@ import jax
 import numpy as np
 
 from bench import common
-from mspe_jax import checkpoints, flops, jax_utils, pi_resize, steps
+from mspe_jax import flops, geometry, jax_utils, npz, pi_resize, terms
+from mspe_jax.patch_embed import PatchEmbed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -30,23 +31,23 @@ SECTION_KEYS = {"train": "train", "pi": "pi_resize", "compile": "compile",
                 "inference": "inference"}
 
 
-def train_steps(args, variant, npz, res):
+def train_steps(args, variant, ckpt_path, res):
   """Ours vs the PyTorch reference, fine-tuning and distillation steps, FLOP utilisation.
 
   All steps are built first and then timed round-robin, so the ratios compare like with like.
   """
   out = {"variant": variant, "batch": args.batch, "resolutions": res}
-  ours = common.OurStep(npz, res, args.batch)
+  ours = common.OurStep(ckpt_path, res, args.batch)
   out["ours_terms"] = [t.name for t in ours.terms]
   out["flops_per_step"] = ours.flops()
-  timed = {"ours": ours, "full": common.OurStep(npz, res, args.batch, mode="full")}
+  timed = {"ours": ours, "full": common.OurStep(ckpt_path, res, args.batch, mode="full")}
   if args.distill:
-    timed["distill"] = common.OurStep(npz, res, args.batch, loss="distill")
+    timed["distill"] = common.OurStep(ckpt_path, res, args.batch, loss="distill")
   n = 2048 if jax.default_backend() == "cpu" else 8192  # the matmul ceiling, timed alongside
   a = jax.numpy.asarray(np.random.default_rng(0).standard_normal((n, n)), jax.numpy.float32)
   matmul = jax.jit(lambda x: x @ x)
   timed["matmul"] = lambda: matmul(a).block_until_ready()
-  torch_step = _torch_step(args, npz, res)
+  torch_step = _torch_step(args, ckpt_path, res)
   if torch_step is not None:
     timed["torch"] = torch_step
   medians = common.interleaved_medians(timed, args.repeats, warmup=2)
@@ -57,7 +58,7 @@ def train_steps(args, variant, npz, res):
   return out
 
 
-def _torch_step(args, npz, res):
+def _torch_step(args, ckpt_path, res):
   """The reference step as a callable (``None`` when torch is not installed)."""
   try:
     import torch
@@ -68,8 +69,8 @@ def _torch_step(args, npz, res):
   torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
   torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
   device = "cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu" else "cpu"
-  model = checkpoints.load_pretrained(npz, patch_embed="mspe")[0]
-  ref = TorchMSPE(npz, model.base_sizes, model.num_heads, device=device)
+  model = npz.load_pretrained(ckpt_path, "mspe")[0]
+  ref = TorchMSPE(ckpt_path, model.base_sizes, model.num_heads, device=device)
   rng = np.random.default_rng(0)
   x = torch.from_numpy(rng.uniform(-1, 1, (args.batch, 3, 224, 224)).astype(np.float32)).to(device)
   y = torch.from_numpy(rng.integers(0, 1000, args.batch)).to(device)
@@ -82,7 +83,7 @@ def _torch_step(args, npz, res):
   return step
 
 
-def pi_resize_section(args, npz, res, step_seconds):
+def pi_resize_section(args, ckpt_path, res, step_seconds):
   """Cached PI-resize vs recomputing the pseudo-inverse per call, and its share of a step."""
   kernel = np.random.default_rng(0).standard_normal((16, 16, 3, 768))
   rows = []
@@ -98,7 +99,7 @@ def pi_resize_section(args, npz, res, step_seconds):
     uncached = common.median_seconds(naive, args.repeats)
     rows.append({"to": list(new), "cached_ms": 1e3 * cached, "naive_ms": 1e3 * uncached,
                  "speedup": uncached / cached})
-  model = checkpoints.load_pretrained(npz, patch_embed="mspe")[0]
+  model = npz.load_pretrained(ckpt_path, "mspe")[0]
   k = jax.numpy.asarray(kernel[..., :model.width], jax.numpy.float32)
   sizes = [(r // model.grid[0],) * 2 for r in res]
   base = model.base_sizes
@@ -110,22 +111,22 @@ def pi_resize_section(args, npz, res, step_seconds):
 def compile_section(args, tmp):
   """Programs compiled in a 200-step run with random draws; cold vs warm first step."""
   from configs.vit_b_mspe import SUBSETS
-  npz = common.random_checkpoint("Ti/16", os.path.join(tmp, "tiny.npz"))
-  step = common.OurStep(npz, [56, 112, 168, 224], 2)
-  subsets = steps.validate_subsets(SUBSETS, step.model)
+  ckpt_path = common.random_checkpoint("Ti/16", os.path.join(tmp, "tiny.npz"))
+  step = common.OurStep(ckpt_path, [56, 112, 168, 224], 2)
+  subsets = terms.validate_subsets(SUBSETS, step.model)
   before = jax_utils.CompileCounter.snapshot()["programs"]
   for s in range(args.compile_steps):
-    step.terms = steps.draw_terms(s, 0, subsets, step.model, lam=1.0)
+    step.terms = terms.draw_terms(s, 0, subsets, step.model, lam=1.0)
     step()
   programs = jax_utils.CompileCounter.snapshot()["programs"] - before
   cache = os.path.join(tmp, "cache")
   runs = []
   for _ in range(2):
-    proc = subprocess.run([sys.executable, "-m", "bench.first_step", "--cache", cache, "--npz",
-                           npz], capture_output=True, text=True, cwd=os.path.dirname(HERE),
-                          check=True)
+    proc = subprocess.run([sys.executable, "-m", "bench.first_step", "--cache", cache,
+                           "--npz", ckpt_path], capture_output=True, text=True,
+                          cwd=os.path.dirname(HERE), check=True)
     runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-  return {"steps": args.compile_steps, "programs_by_kind": step.fns.compiled_programs(),
+  return {"steps": args.compile_steps, "programs_by_kind": step.step.compiled_programs(),
           "programs_during_run": programs, "subset_sizes": [len(s) for s in subsets],
           "target": sum(len(s) for s in subsets) + 3,
           "cold_first_step_s": runs[0]["seconds_to_first_step"],
@@ -136,15 +137,14 @@ def compile_section(args, tmp):
           "steady_step_s": runs[1]["steady_step_seconds"]}
 
 
-def inference_section(args, npz, sizes):
+def inference_section(args, ckpt_path, sizes):
   """Images/s of routed MSPE at each size vs image resize (upsampling to native)."""
-  model, params = checkpoints.load_pretrained(npz, patch_embed="mspe")
-  base = model.clone(patch_embed="vanilla")
+  model, params = npz.load_pretrained(ckpt_path, "mspe")
   rows = []
   x_native = np.random.default_rng(0).uniform(-1, 1, (args.batch, 224, 224, 3)).astype(np.float32)
   f_mspe = jax.jit(lambda p, x: model.apply({"params": p}, x)[0])
-  f_img = jax.jit(lambda p, x: base.apply({"params": p}, steps.resize_batch(
-      x, (224, 224), "bilinear", True))[0])
+  f_img = jax.jit(lambda p, x: model.apply({"params": p}, geometry.resize_images(
+      x, (224, 224), "bilinear", True), PatchEmbed("vanilla"))[0])
   params = jax.device_put(params)
   for r in sizes:
     x = jax.numpy.asarray(x_native[:, :r, :r])
@@ -152,7 +152,7 @@ def inference_section(args, npz, sizes):
         {"mspe": lambda x=x: f_mspe(params, x).block_until_ready(),
          "img": lambda x=x: f_img(params, x).block_until_ready()}, args.repeats, 2)
     t_m, t_i = t["mspe"], t["img"]
-    fl = flops.vit_flops(model, r, r)
+    fl = flops.vit_flops(model, model.plan(r, r))
     rows.append({"resolution": r, "mspe_img_s": args.batch / t_m, "img_resize_img_s":
                  args.batch / t_i, "patch_gflops": fl["patch_gflops"], "gflops": fl["gflops"]})
   return rows
@@ -266,10 +266,10 @@ def main(argv=None):
                                      os.path.join(tmp, "first.npz"))
     if "train" in sections:
       for variant in args.variants.split(","):
-        npz = common.random_checkpoint(variant, os.path.join(tmp, variant.replace("/", "_")
-                                                             + ".npz"))
+        name = variant.replace("/", "_") + ".npz"
+        ckpt_path = common.random_checkpoint(variant, os.path.join(tmp, name))
         print(f"train step {variant} ...", flush=True)
-        results["train"].append(train_steps(args, variant, npz, res))
+        results["train"].append(train_steps(args, variant, ckpt_path, res))
         save()
     if "pi" in sections:
       print("pi-resize ...", flush=True)

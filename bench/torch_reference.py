@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mspe_jax import checkpoints, pi_resize
+from mspe_jax import npz, pi_resize
 
 
 class TorchViT(torch.nn.Module):
@@ -84,7 +84,7 @@ class TorchMSPE:
 
   def __init__(self, npz_path: str, base_sizes, num_heads: int, device: str = "cpu",
                lr: float = 1e-3):
-    flat = checkpoints.to_big_vision(checkpoints.read_npz(npz_path))
+    flat = npz.to_big_vision(npz.read_npz(npz_path))
     self.device = device
     self.vit = TorchViT(flat, num_heads).to(device)
     self.grid = int(round(math.sqrt(flat["pos_embedding"].shape[1])))

@@ -1,35 +1,37 @@
 """Defaults shared by every config: each experiment overrides what it needs.
 
 Every field a run can read exists here, so the configs stay locked: a misspelt
-``--config.x=y`` is an error that names the field.
+``--config.x=y`` is an error that names the field. Optional fields are typed placeholders
+(``None`` until set: ``--config.init_file=path.npz`` still type-checks).
 """
 
 import ml_collections
+from ml_collections.config_dict import FieldReference, placeholder
 
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.mode = "mspe"             # "mspe": only the MSPE kernels train; "full": everything trains
-  c.init_file = ""            # AugReg / big_vision .npz to start from ("" = from scratch)
+  c.init_file = placeholder(str)  # AugReg / big_vision .npz to start from (None: scratch)
 
   c.model = ml_collections.ConfigDict()
-  c.model.variant = ""        # e.g. "B/16"; "" = read off init_file, or the fields below
+  c.model.variant = placeholder(str)  # e.g. "B/16"; None: read off init_file, or the fields below
   c.model.patch_size = 16
   c.model.width = 768
   c.model.depth = 12
   c.model.num_heads = 12
   c.model.mlp_dim = 3072
   c.model.image_size = 224    # native resolution R; token grid N = R // patch
-  c.model.num_classes = -1    # -1 = keep the file's head; else re-initialise if different
+  c.model.num_classes = placeholder(int)  # None: keep the file's head; else re-init if different
   c.model.pool_type = "tok"
   c.model.leftover = "resize"  # pixels past the fixed grid: "resize" | "crop" | "pad"
   c.model.resize_method = "bilinear"
   c.model.antialias = True
 
   c.mspe = ml_collections.ConfigDict()
-  c.mspe.base_sizes = ()      # () = p * (k+1) / 4, k < 4
-  c.mspe.resolutions = ()     # one tuple of sizes (px) per kernel; () = routing-derived
+  c.mspe.base_sizes = ()      # (): p * (k+1) / 4, k < 4
+  c.mspe.resolutions = ()     # one tuple of sizes (px) per kernel; (): routing-derived
   c.mspe.lam = 1.0            # weight of the native-resolution term (paper Eq. 7)
   c.mspe.freeze_native_kernel = False
 
@@ -41,13 +43,13 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "imagenet2012"  # TFDS name, or "folder:/path" (unlabelled images)
-  c.data.data_dir = ""          # TFDS data_dir ("" = ~/tensorflow_datasets)
+  c.data.data_dir = placeholder(str)  # TFDS data_dir (None: ~/tensorflow_datasets)
   c.data.train_split = "train"
   c.data.eval_split = "validation"
 
   c.input = ml_collections.ConfigDict()
   c.input.batch_size = 512       # global batch
-  c.input.per_device_batch = 0   # > 0 overrides batch_size: per_device_batch * devices
+  c.input.per_device_batch = placeholder(int)  # overrides batch_size: per_device * devices
   c.input.eval_crop_fraction = 0.875
   c.input.augment = ml_collections.ConfigDict()
   c.input.augment.crop_scale = (0.08, 1.0)  # random resized crop area range
@@ -68,25 +70,46 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.grad_clip = 0.0
 
   c.num_epochs = 5.0
-  c.total_steps = 0           # > 0 overrides num_epochs
+  c.total_steps = placeholder(int)  # overrides num_epochs
   c.log_every = 50
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
   c.async_checkpoints = True
-  c.eval_every = 1000         # 0 = no periodic eval
-  c.eval_resolutions = ()     # () = native only
-  c.eval_examples = 10000
+  c.eval_every = placeholder(int)  # None: no periodic evaluation
+  c.eval_resolutions = ()     # (): native only
+  c.eval_examples = placeholder(int)  # None: the whole split
   c.eval_batch_size = 256
-  c.compilation_cache_dir = ""  # "" = <workdir>/jax_cache
+  c.compilation_cache_dir = placeholder(str)  # None: <workdir>/jax_cache
   c.multihost = False
   c.progress_bar = True
-  # Fault injection for the reliability tests (-1 = off): NaN pixels in this step's batch
-  # (a non-finite loss); a NaN gradient at this step; SIGKILL this process when this step
-  # starts; SIGKILL it while this step's checkpoint is being written.
-  c.debug_nonfinite_loss_at_step = -1
-  c.debug_nonfinite_grad_at_step = -1
-  c.debug_kill_at_step = -1
-  c.debug_kill_during_save_at_step = -1
+  return c
+
+
+def eval_config() -> ml_collections.ConfigDict:
+  """Every field ``eval.py`` reads (see ``mspe_jax.eval_lib``)."""
+  c = ml_collections.ConfigDict()
+  c.pretrained = placeholder(str)  # the pretrained .npz the baselines run on
+  c.model_name = "mspe"     # the --workdir run's name in the tables (None: baselines only)
+  c.per_kernel = True       # the --workdir model also kernel by kernel (for the oracle row)
+  c.compare = ml_collections.ConfigDict()  # more models to compare: name -> workdir or .npz
+  c.methods = ("vanilla", "pi", "img_resize", "kernel_resize_bilinear", "kernel_resize_bicubic",
+               "kernel_resize_nearest")
+  c.resolutions = ()        # the square sweep (px)
+  c.fixed_height = FieldReference(None, field_type=int)  # aspect sweep at this height (None: off)
+  c.widths = ()
+  c.fixed_width = FieldReference(None, field_type=int)   # aspect sweep at this width (None: off)
+  c.heights = ()
+  c.leftover = placeholder(str)       # None: each model's own ("resize" by default)
+  c.resize_method = placeholder(str)  # None: the pretrained model's ("bilinear")
+  c.antialias = True
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "imagenet2012"
+  c.data.split = "validation"
+  c.data.data_dir = placeholder(str)  # TFDS data_dir (None: ~/tensorflow_datasets)
+  c.crop_fraction = 0.875
+  c.eval_examples = placeholder(int)  # None: the whole split
+  c.batch_size = 250
+  c.progress_bar = True
   return c
 
 
@@ -101,7 +124,7 @@ def smoke(c: ml_collections.ConfigDict, *, steps: int, batch: int, checkpoint_ev
           eval_examples: int) -> ml_collections.ConfigDict:
   """A handful of steps on tiny batches (what the tests run): every part of the loop runs."""
   c.total_steps = steps
-  c.input.per_device_batch = 0
+  c.input.per_device_batch = None
   c.input.batch_size = batch
   c.optim.warmup_steps = min(c.optim.warmup_steps, steps // 2)
   c.log_every = 1 if steps < 4 else 2

@@ -7,46 +7,42 @@ aspect-ratio sweeps (height 14 with widths 7 ... 56, width 14 with heights 7 ...
 Command (after the MSPE training of configs/fashion_mnist_mspe.py; 9.5 to 15 minutes on 2 CPU
 cores for the first 2,000 test images; ``--config.eval_examples=10000`` for all of them):
 
-  python eval.py --config configs/fashion_mnist_eval.py --workdir runs/demo
+  python eval.py --config configs/fashion_mnist_eval.py --workdir runs/demo \
+      --config.compare.mspe_distill=runs/demo_distill
 
-Expected result: ``runs/demo/eval/results.{md,json,csv}`` and three PNG plots; routed MSPE
-above PI-resize and vanilla at every size below 28 px and above image resize at 7 and 14 px;
-28 px equal for vanilla, pi and mspe. The README shows the measured table.
+Evaluates the model trained in ``--workdir`` (as ``mspe``) and, when set, the label-free run
+(``compare.mspe_distill``). Expected result: ``runs/demo/eval/results.{md,json,csv}`` and
+three PNG plots; routed MSPE above PI-resize and vanilla at every size below 28 px and above
+image resize at 7 and 14 px; 28 px equal for vanilla, pi and mspe. The README shows the
+measured table.
 
 ``get_config("smoke")``: two sizes, 64 images, for tests.
 """
 
-import ml_collections
+from ml_collections.config_dict import placeholder
 
 from configs import common
 from configs.fashion_mnist_mspe import SHIPPED_MODEL
 
 
 def get_config(arg: str | None = None):
-  c = ml_collections.ConfigDict()
+  c = common.eval_config()
   c.pretrained = SHIPPED_MODEL
-  c.mspe_models = "mspe=runs/demo"   # name=workdir-or-npz, comma separated
-  c.methods = ("vanilla", "pi", "img_resize", "kernel_resize_bilinear", "kernel_resize_bicubic",
-               "kernel_resize_nearest")
-  c.per_kernel = "mspe"     # MSPE models also evaluated kernel by kernel (for the oracle row)
+  c.compare.mspe_distill = placeholder(str)  # `make demo` sets it to runs/demo_distill
   c.resolutions = (7, 10, 14, 18, 21, 24, 28, 32, 35, 40, 42, 49, 56)
   c.fixed_height = 14
   c.widths = (7, 14, 21, 28, 42, 56)
   c.fixed_width = 14
   c.heights = (7, 14, 21, 28, 42, 56)
-  c.leftover = ""          # "" = each model's own ("resize" by default)
-  c.resize_method = ""     # "" = the pretrained model's ("bilinear")
-  c.antialias = True
-  c.data = ml_collections.ConfigDict(dict(name="fashion_mnist", split="test", data_dir=""))
+  c.data.name = "fashion_mnist"
+  c.data.split = "test"
   c.crop_fraction = 1.0
   c.eval_examples = 2000      # the first 2,000 test images: ~200 (method, size) pairs on 2 cores
   c.batch_size = 500
-  c.progress_bar = True
   if common.parse_arg(arg):
     c.resolutions = (14, 28)
-    c.fixed_height = 14
     c.widths = (28,)
-    c.fixed_width = 0
+    c.fixed_width = None
     c.heights = ()
     c.eval_examples = 64
     c.batch_size = 32

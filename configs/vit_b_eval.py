@@ -1,6 +1,7 @@
 r"""The paper's ImageNet sweep (Table 1, Fig. 4 and 9) for an MSPE ViT-B/16 and the baselines.
 
-Command (after configs/vit_b_mspe.py trained into runs/vit_b_mspe):
+Command (after configs/vit_b_mspe.py trained into runs/vit_b_mspe; evaluates that run's
+newest checkpoint as ``mspe``):
 
   python eval.py --config configs/vit_b_eval.py --workdir runs/vit_b_mspe \
       --config.pretrained=checkpoints/B_16-...-res_224.npz --config.data.data_dir=<tfds dir>
@@ -13,36 +14,27 @@ Runtime: 50,000 images x 12 sizes x ~15 methods; about an hour on one modern GPU
 ``get_config("smoke")``: two sizes, a few images (tests use a self-made TFDS dataset).
 """
 
-import ml_collections
-
 from configs import common
 from configs.vit_b_mspe import AUGREG_B16
 
 
 def get_config(arg: str | None = None):
-  c = ml_collections.ConfigDict()
+  c = common.eval_config()
   c.pretrained = AUGREG_B16
-  c.mspe_models = "mspe=runs/vit_b_mspe"
-  c.methods = ("vanilla", "pi", "img_resize", "kernel_resize_bilinear", "kernel_resize_bicubic",
-               "kernel_resize_nearest")
-  c.per_kernel = "mspe"     # MSPE models also evaluated kernel by kernel (for the oracle row)
   c.resolutions = (28, 42, 56, 70, 84, 98, 112, 126, 140, 168, 224, 448)
   c.fixed_height = 128
   c.widths = (28, 56, 112, 224, 448, 896)
   c.fixed_width = 128
   c.heights = (28, 56, 112, 224, 448, 896)
-  c.leftover = ""
-  c.resize_method = ""
-  c.antialias = True
-  c.data = ml_collections.ConfigDict(dict(name="imagenet2012", split="validation", data_dir=""))
+  c.data.name = "imagenet2012"
+  c.data.split = "validation"
   c.crop_fraction = 0.875
   c.eval_examples = 50000
   c.batch_size = 250
-  c.progress_bar = True
   if common.parse_arg(arg):
     c.resolutions = (56, 224)
     c.widths = (112,)
-    c.fixed_width = 0
+    c.fixed_width = None
     c.heights = ()
     c.eval_examples = 4
     c.batch_size = 2

@@ -32,7 +32,7 @@ _FMNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyt
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
-def _tf():
+def tf_without_accelerators():
   """Imports TensorFlow with every accelerator hidden from it (JAX owns them)."""
   import tensorflow as tf
   try:
@@ -46,7 +46,7 @@ def _tf():
 def _plain(fn):
   """Traces ``fn`` as plain TF ops, without AutoGraph (which re-reads source files: a file
   edited while a run is going would be mis-parsed, and there is no control flow to convert)."""
-  return _tf().autograph.experimental.do_not_convert(fn)
+  return tf_without_accelerators().autograph.experimental.do_not_convert(fn)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -90,7 +90,7 @@ def read_idx(path: str) -> np.ndarray:
 
 def _in_memory_source(name, split, images, labels, num_classes, description):
   """Source over numpy arrays; each epoch is a seeded permutation (a full shuffle)."""
-  tf = _tf()
+  tf = tf_without_accelerators()
   if images.ndim == 3:
     images = images[..., None]
   processes, index = _num_processes(), _process_index()
@@ -136,7 +136,7 @@ def _tfds_prepared_dir(name: str, data_dir: str | None) -> str | None:
 
 def tfds_source(name: str, split: str, data_dir: str | None = None) -> Source:
   """A prepared TFDS dataset, read with per-epoch file shuffling (deterministic)."""
-  _tf()
+  tf_without_accelerators()
   import tensorflow_datasets as tfds
   prepared = _tfds_prepared_dir(name, data_dir)
   if prepared is None:
@@ -170,7 +170,7 @@ def _skip_decoding(info):
 
 def image_folder_source(directory: str, split: str = "train") -> Source:
   """Unlabelled images of any sizes from a folder (recursive): ``{"image": encoded bytes}``."""
-  tf = _tf()
+  tf = tf_without_accelerators()
   files = sorted(f for f in glob.glob(os.path.join(directory, "**", "*"), recursive=True)
                  if f.lower().endswith(IMAGE_EXTENSIONS))
   if not files:
@@ -262,7 +262,7 @@ def _color_jitter(tf, image, strength, seeds):
 def train_preprocess(example, seed, *, image_size: int, crop_scale=(0.08, 1.0),
                      crop_ratio=(3 / 4, 4 / 3), flip: bool = True, color_jitter: float = 0.0):
   """Random resized crop to the native size, flip, colour jitter, values in [-1, 1]."""
-  tf = _tf()
+  tf = tf_without_accelerators()
   seeds = tf.random.experimental.stateless_split(seed, num=5)
   image = _decode(tf, example["image"])
   if crop_scale is not None:
@@ -282,7 +282,7 @@ def train_preprocess(example, seed, *, image_size: int, crop_scale=(0.08, 1.0),
 
 def eval_preprocess(example, *, image_size: int, crop_fraction: float = 0.875):
   """Resize the shorter side to ``image_size / crop_fraction``, central crop, [-1, 1]."""
-  tf = _tf()
+  tf = tf_without_accelerators()
   image = _decode(tf, example["image"])
   shape = tf.cast(tf.shape(image)[:2], tf.float32)
   target = tf.cast(tf.math.ceil(image_size / crop_fraction), tf.float32)
@@ -324,7 +324,7 @@ def train_iterator(source: Source, *, global_batch: int, image_size: int, seed: 
   Batch ``s`` is the same whatever ``start_step`` was: epoch ``e`` is a seeded shuffle and
   example ``i`` of it is augmented with seed ``(seed_e, i)``.
   """
-  tf = _tf()
+  tf = tf_without_accelerators()
   processes = _num_processes()
   if global_batch % processes:
     raise ValueError(f"Global batch {global_batch} is not divisible by {processes} processes.")
@@ -361,7 +361,7 @@ def eval_batches(source: Source, *, batch_size: int, image_size: int, crop_fract
 
   Each batch has ``image``, ``label`` (if any) and ``mask`` (1 for real examples).
   """
-  tf = _tf()
+  tf = tf_without_accelerators()
   n = source.num_examples if max_examples is None else min(max_examples, source.num_examples)
   ds = source.make(None).take(n)
   ds = ds.map(_plain(lambda ex: eval_preprocess(ex, image_size=image_size,

@@ -1,204 +1,106 @@
-"""Resolution and aspect-ratio sweeps: every method on the same images.
+"""Evaluation: ``evaluate(config, workdir)`` sweeps every method and writes tables and plots.
 
-Protocol: each evaluation image is the native-resolution central crop (``eval_preprocess``);
-the ``h x w`` input is that crop resized on device with ``jax.image.resize`` (the config's
-method and antialias, the same resize PI-resize inverts). Methods:
-
-* ``vanilla``: the pretrained kernel at patch ``p``, grid follows the input, position
-  embedding resampled;
-* ``pi``: the pretrained kernel PI-resized on the fixed grid (the paper's "FlexiViT" row:
-  no FlexiViT training);
-* ``img_resize``: the input resized back to the native resolution, unchanged model;
-* ``kernel_resize_{bilinear,bicubic,nearest}``: plain interpolation of the kernel (Fig. 8/10);
-* ``mspe`` (and any other MSPE model, e.g. ``mspe_distill``): routed by Eq. 10;
-* ``<mspe>_k{i}``: kernel ``i`` forced; ``<mspe>_oracle``: per resolution, the best of the
-  routed and per-kernel accuracies *chosen on the evaluation set itself* -- how the authors'
-  released scripts report. It is an upper bound, not a method, and is labelled so.
+The model evaluated is the workdir's own training run (``model_config.json`` and its newest
+checkpoint; named ``config.model_name`` in the tables), next to the baselines on
+``config.pretrained`` and any models in ``config.compare`` (``name: workdir or .npz``). The
+output names the checkpoint of each (step and directory, or the file's sha256). The sweep
+itself is ``mspe_jax.sweep``; tables and plots are ``mspe_jax.report``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable
+import datetime
+import hashlib
+import logging
+import math
+import os
 
 import jax
-import jax.numpy as jnp
-import tqdm
 
-from mspe_jax import flops, jax_utils, pi_resize, steps
+from mspe_jax import data, geometry, jax_utils, npz, report, sweep, workdir
 
-BASELINES = ("vanilla", "pi", "img_resize", "kernel_resize_bilinear", "kernel_resize_bicubic",
-             "kernel_resize_nearest")
-ORACLE_SUFFIX = "_oracle"
+log = logging.getLogger(__name__)
 
-
-@dataclasses.dataclass(frozen=True)
-class Method:
-  name: str
-  model: object          # a ViT
-  params_key: str        # which parameter tree it runs on ("pretrained" or an MSPE model name)
-  to_native: bool = False  # img_resize: resize the input back to the native resolution
-  square_only: bool = False  # ablations (per-kernel, plain kernel resize): square sweep only
+ROUTING = ("Eq. 10: the kernel whose base size is nearest to sqrt(kh*kw) of the effective "
+           "kernel (h//N, w//N); ties to the smaller base")
 
 
-@dataclasses.dataclass(frozen=True)
-class Shape:
-  sweep: str             # "square" | "fixed_height" | "fixed_width"
-  hw: tuple[int, int]
+def _sha(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()[:16]
 
 
-def make_methods(base_model, names: Iterable[str], mspe_models: dict,
-                 per_kernel: Iterable[str] = ()) -> list[Method]:
-  """Baselines on the pretrained model plus each MSPE model; for the MSPE models named in
-  ``per_kernel`` also every kernel forced (``<name>_k{i}``), which the oracle row needs."""
-  unknown = set(per_kernel) - set(mspe_models)
-  if unknown:
-    raise ValueError(f"per_kernel names {sorted(unknown)} are not MSPE models "
-                     f"({sorted(mspe_models)}).")
-  methods = []
-  for name in names:
-    if name in mspe_models:
-      model = mspe_models[name]
-      methods.append(Method(name, model, name))
-      if name in per_kernel:
-        methods += [Method(f"{name}_k{i}", model.clone(mspe_kernel=i), name, square_only=True)
-                    for i in range(len(model.base_sizes))]
-    elif name == "vanilla":
-      methods.append(Method(name, base_model.clone(patch_embed="vanilla"), "pretrained"))
-    elif name == "pi":
-      methods.append(Method(name, base_model.clone(patch_embed="pi"), "pretrained"))
-    elif name == "img_resize":
-      methods.append(Method(name, base_model.clone(patch_embed="vanilla"), "pretrained", True))
-    elif name.startswith("kernel_resize_"):
-      method = name[len("kernel_resize_"):]
-      pi_resize.canonical_method(method)
-      methods.append(Method(name, base_model.clone(patch_embed="resize",
-                                                   kernel_resize_method=method), "pretrained",
-                            square_only=True))
-    else:
-      raise ValueError(f"Unknown method {name!r}: expected one of {BASELINES} or an MSPE model "
-                       f"name ({sorted(mspe_models)}).")
-  return methods
+def load_model(path: str, overrides: dict):
+  """``(model, params, identity)`` from a training workdir (orbax) or an exported ``.npz``;
+  ``overrides`` replace fields of its patch-embedding policy (leftover, resize method)."""
+  if path.endswith(".npz"):
+    model, params = npz.load_pretrained(path, "mspe", **overrides)
+    return model, params, f"{path} (sha256 {_sha(path)})"
+  if not workdir.is_workdir(path):
+    raise ValueError(f"{path} is neither an .npz file nor a training workdir (no "
+                     f"{workdir.MODEL_CONFIG}): train.py writes one, or give the exported "
+                     "<workdir>/model.npz.")
+  model, params, step = workdir.load_from_workdir(path)
+  if overrides:
+    model = model.clone(policy=model.policy.replace(**overrides))
+  return model, params, f"orbax checkpoint step {step} in {os.path.abspath(path)}"
 
 
-def make_shapes(config) -> list[Shape]:
-  """Square sweep, fixed height (varying width) and fixed width (varying height)."""
-  shapes = [Shape("square", (r, r)) for r in config.resolutions]
-  if config.get("fixed_height"):
-    shapes += [Shape("fixed_height", (config.fixed_height, w)) for w in config.widths]
-  if config.get("fixed_width"):
-    shapes += [Shape("fixed_width", (h, config.fixed_width)) for h in config.heights]
-  return shapes
+def evaluate(config, workdir_path: str) -> dict:
+  """Runs the sweep of ``config`` with the model trained in ``workdir_path``; writes
+  ``<workdir>/eval/results.{md,json,csv}`` and plots. Returns rows, protocol, paths, markdown."""
+  mesh = jax_utils.make_mesh()
+  jax_utils.check_batch(config.batch_size, mesh)
+  overrides = {k: v for k, v in (("leftover", config.leftover),
+                                 ("resize_method", config.resize_method)) if v}
+  base, base_params = npz.load_pretrained(config.pretrained, "vanilla", **overrides)
+  identities = {"pretrained": f"{config.pretrained} (sha256 {_sha(config.pretrained)})"}
+  models = {}
+  if config.model_name:
+    models[config.model_name] = workdir_path
+  models.update({k: v for k, v in config.compare.items() if v})
+  mspe_models, params_by_key = {}, {"pretrained": base_params}
+  for name, path in models.items():
+    model, params, identities[name] = load_model(path, overrides)
+    mspe_models[name], params_by_key[name] = model, params
+    log.info("Evaluating %s: %s", name, identities[name])
+  names = list(config.methods) + list(mspe_models)
+  per_kernel = [config.model_name] if config.model_name and config.per_kernel else []
+  methods = sweep.make_methods(base.policy, names, mspe_models, per_kernel=per_kernel)
+  shapes = sweep.make_shapes(config)
+  native = geometry.as_hw(base.image_size)
+  resize_method = config.resize_method or base.policy.resize_method
+  runner = sweep.Sweep(methods, shapes, {"pretrained": base, **mspe_models}, native, mesh=mesh,
+                       resize_method=resize_method, antialias=config.antialias)
 
-
-class Sweep:
-  """Counts correct predictions of every (method, shape).
-
-  Two programs per evaluation: the method's patch embedding, compiled per (method, shape),
-  and the encoder, compiled per token grid (once for every fixed-grid method and size).
-  """
-
-  def __init__(self, methods: list[Method], shapes: list[Shape], native_hw, *, mesh,
-               resize_method: str = "bilinear", antialias: bool = True):
-    self.methods = {m.name: m for m in methods}
-    self.shapes = shapes
-    self.native_hw = tuple(native_hw)
-    self.mesh = mesh
-    self.resize_method, self.antialias = resize_method, antialias
-    self._embed = jax.jit(self._embed_tokens, static_argnames=("method", "hw"),
-                          out_shardings=jax_utils.batch_sharded(mesh))
-    self._encode = jax.jit(self._encode_count, out_shardings=jax_utils.replicated(mesh))
-    self._encoder_model = methods[0].model
-    self.skipped: dict[tuple[str, tuple[int, int]], str] = {}
-
-  def _embed_tokens(self, params, images, *, method, hw):
-    m = self.methods[method]
-    x = steps.resize_batch(images, hw, self.resize_method, self.antialias)
-    if m.to_native:
-      x = steps.resize_batch(x, self.native_hw, self.resize_method, self.antialias)
-    return m.model.apply({"params": params}, x, method="embed")
-
-  def _encode_count(self, enc_params, tokens, labels, mask):
-    logits = self._encoder_model.apply({"params": enc_params}, tokens, sequence=False,
-                                       method="encode")[0]
-    return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
-
-  def runnable(self, method: Method, hw) -> bool:
-    """False (and remembered why) when a method cannot take an input, e.g. below one patch."""
-    key = (method.name, tuple(hw))
-    if key in self.skipped:
-      return False
-    if method.square_only and hw[0] != hw[1]:
-      return False
-    try:
-      method.model.plan(*(self.native_hw if method.to_native else hw))
-      return True
-    except ValueError as e:
-      self.skipped[key] = str(e)
-      return False
-
-  def run(self, params_by_key: dict, batches, num_batches: int | None = None,
-          progress: bool = True) -> tuple[dict, float]:
-    """``({(method, hw): correct}, examples)`` over ``batches`` (dicts with image/label/mask)."""
-    pairs = [(m, s.hw) for s in self.shapes for m in self.methods.values()
-             if self.runnable(m, s.hw) and not (m.square_only and s.sweep != "square")]
-    pairs = list(dict.fromkeys((m.name, hw) for m, hw in pairs))
-    correct = {p: 0 for p in pairs}
-    total = 0.0
-    bar = tqdm.tqdm(total=None if num_batches is None else num_batches * len(pairs),
-                    desc="eval sweep", unit="eval", disable=not progress, mininterval=2.0)
-    for batch in batches:
-      gb = jax_utils.shard_batch(batch, self.mesh)
-      counts = {}
-      for name, hw in pairs:
-        params = params_by_key[self.methods[name].params_key]
-        tokens = self._embed(params, gb["image"], method=name, hw=hw)
-        counts[(name, hw)] = self._encode(steps.encoder_params(params), tokens, gb["label"],
-                                          gb["mask"])
-        bar.update(1)
-      for k, v in jax.device_get(counts).items():
-        correct[k] += int(v)
-      total += float(batch["mask"].sum())
-    bar.close()
-    return correct, total
-
-  def compiled_programs(self) -> dict[str, int]:
-    """``{"embed": per (method, shape), "encoder": per token grid}``."""
-    return {"embed": self._embed._cache_size(),  # noqa: SLF001
-            "encoder": self._encode._cache_size()}  # noqa: SLF001
-
-
-def rows(sweep: Sweep, correct: dict, total: float, mspe_names: Iterable[str]) -> list[dict]:
-  """One row per (method, shape) with top-1 and FLOPs; adds the labelled oracle rows."""
-  out = []
-  for shape in sweep.shapes:
-    for name, m in sweep.methods.items():
-      row = {"method": name, "sweep": shape.sweep, "height": shape.hw[0], "width": shape.hw[1]}
-      if m.square_only and shape.sweep != "square":
-        continue
-      if (name, shape.hw) not in correct:
-        out.append({**row, "top1": None, "note": sweep.skipped.get((name, shape.hw), "")})
-        continue
-      plan = m.model.plan(*(sweep.native_hw if m.to_native else shape.hw))
-      fl = flops.vit_flops(m.model, *(sweep.native_hw if m.to_native else shape.hw))
-      out.append({**row, "top1": correct[(name, shape.hw)] / max(total, 1.0),
-                  "correct": correct[(name, shape.hw)], "count": int(total), **fl,
-                  "kernel_hw": list(plan["kernel_hw"]), "grid": list(plan["grid"]),
-                  "kernel_index": plan["kernel_index"]})
-  for name in mspe_names:
-    if not any(m.startswith(f"{name}_k") for m in sweep.methods):
-      continue  # no per-kernel rows: no oracle to report
-    for shape in sweep.shapes:
-      same = [r for r in out if r["height"] == shape.hw[0] and r["width"] == shape.hw[1]
-              and r["sweep"] == shape.sweep and r.get("top1") is not None
-              and (r["method"] == name or r["method"].startswith(f"{name}_k"))]
-      if not any(r["method"] != name for r in same):
-        continue  # no per-kernel rows at this shape (they are square-sweep only)
-      best = max(same, key=lambda r: r["top1"])
-      out.append({"method": name + ORACLE_SUFFIX, "sweep": shape.sweep, "height": shape.hw[0],
-                  "width": shape.hw[1], "top1": best["top1"], "correct": best["correct"],
-                  "count": best["count"], "gflops": best["gflops"],
-                  "patch_gflops": best["patch_gflops"], "kernel_hw": best["kernel_hw"],
-                  "grid": best["grid"], "kernel_index": best["kernel_index"],
-                  "note": "oracle: best kernel chosen on the evaluation set itself"})
-  return out
+  source = data.get_source(config.data.name, config.data.split, config.data.data_dir)
+  n = min(config.eval_examples or source.num_examples, source.num_examples)
+  batches = data.eval_batches(source, batch_size=config.batch_size, image_size=native[0],
+                              crop_fraction=config.crop_fraction, max_examples=n)
+  compiles = jax_utils.CompileCounter.start()
+  correct, total = runner.run(params_by_key, batches, math.ceil(n / config.batch_size),
+                              progress=config.progress_bar)
+  rows = sweep.rows(runner, correct, total, mspe_models)
+  protocol = {
+      "dataset": config.data.name, "split": config.data.split, "num_images": int(total),
+      "native_resolution": native[0],
+      "eval_preprocess": (f"resize the shorter side to {native[0]}/{config.crop_fraction} px, "
+                          f"central crop {native[0]} px (tf.image bilinear, antialias)"),
+      "low_resolution_input": (f"the {native[0]} px crop resized to h x w on device with "
+                               f"jax.image.resize({resize_method!r}, antialias="
+                               f"{config.antialias})"),
+      "resize_method": resize_method, "antialias": config.antialias,
+      "routing": ROUTING, "leftover": base.policy.leftover, "checkpoints": identities,
+      "compiled_eval_programs": runner.compiled_programs(),
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "jax": jax.__version__, "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+  }
+  paths = report.write(os.path.join(workdir_path, "eval"), rows, protocol)
+  log.info("Eval compiled %s sweep programs (%d XLA programs in all).",
+           runner.compiled_programs(), compiles()["programs"])
+  with open(paths["md"]) as f:
+    markdown = f.read()
+  return {"rows": rows, "protocol": protocol, "paths": paths, "markdown": markdown}

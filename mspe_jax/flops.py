@@ -18,11 +18,11 @@ def encoder_flops(tokens: int, width: int, depth: int, mlp_dim: int) -> float:
   return float(depth * per_block)
 
 
-def vit_flops(model, height: int, width: int) -> dict[str, float]:
-  """``{"patch_gflops", "gflops"}`` of ``model`` on one ``height x width`` image."""
-  plan = model.plan(height, width)
-  grid = plan["grid"]
-  patch = patch_embed_flops(plan["kernel_hw"], grid, model.in_channels, model.width)
+def vit_flops(model, plan) -> dict[str, float]:
+  """``{"patch_gflops", "gflops"}`` of ``model`` on one image embedded as ``plan`` says
+  (``model.plan(h, w, policy)``)."""
+  grid = plan.grid
+  patch = patch_embed_flops(plan.kernel_hw, grid, model.in_channels, model.width)
   tokens = grid[0] * grid[1] + (1 if model.pool_type == "tok" else 0)
   total = patch + encoder_flops(tokens, model.width, model.depth, model.mlp_dim or 4 * model.width)
   if model.num_classes:

@@ -53,6 +53,14 @@ def replicate(tree, mesh: Mesh):
   return jax.tree_util.tree_map(lambda x: jax.device_put(x, sharding), tree)
 
 
+def abstract_like(tree, sharding):
+  """``jax.ShapeDtypeStruct`` leaves with ``sharding`` (what orbax restores onto)."""
+  def leaf(x):
+    x = np.asarray(x) if not hasattr(x, "dtype") else x
+    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+  return jax.tree_util.tree_map(leaf, tree)
+
+
 def enable_compilation_cache(directory: str | None) -> None:
   """Turns on JAX's persistent compilation cache in ``directory`` (every program cached)."""
   if not directory:
@@ -99,6 +107,13 @@ class CompileCounter:
 
     jax.monitoring.register_event_duration_secs_listener(on_duration)
     jax.monitoring.register_event_listener(on_event)
+
+  @classmethod
+  def start(cls):
+    """Installs the counter; returns ``counts()`` giving the programs built since this call."""
+    cls.install()
+    before = cls.snapshot()
+    return lambda: {k: v - before[k] for k, v in cls.snapshot().items()}
 
   @classmethod
   def snapshot(cls) -> dict[str, int]:

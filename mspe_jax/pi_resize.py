@@ -24,38 +24,12 @@ at its base size and resample on the fly.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Names accepted by jax.image.resize that make sense for kernels and images.
-METHODS = ("nearest", "bilinear", "bicubic", "lanczos3", "lanczos5")
-_ALIASES = {"linear": "bilinear", "cubic": "bicubic"}
-
-
-def canonical_method(method: str) -> str:
-  """Returns the canonical resize method name, or raises ValueError naming it."""
-  m = _ALIASES.get(method, method)
-  if m not in METHODS:
-    raise ValueError(f"Unknown resize method {method!r}; expected one of {METHODS}.")
-  return m
-
-
-def as_hw(hw: int | Sequence[int], what: str = "size") -> tuple[int, int]:
-  """Normalises ``hw`` to a pair of positive Python ints; ValueError otherwise."""
-  if isinstance(hw, (int, np.integer)):
-    hw = (int(hw), int(hw))
-  try:
-    pair = tuple(int(v) for v in hw)
-  except TypeError:
-    raise ValueError(f"{what} must be an int or a (height, width) pair, got {hw!r}.") from None
-  if len(pair) != 2 or any(v != orig for v, orig in zip(pair, hw)):
-    raise ValueError(f"{what} must be a (height, width) pair of ints, got {hw!r}.")
-  if min(pair) <= 0:
-    raise ValueError(f"{what} must be positive, got {pair}.")
-  return pair
+from mspe_jax.geometry import as_hw, canonical_method
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
@@ -131,7 +105,7 @@ def _check_kernel(kernel) -> tuple[int, int]:
   return int(kernel.shape[0]), int(kernel.shape[1])
 
 
-def _apply_matrix(mat: np.ndarray, kernel, new_hw):
+def apply_matrix(mat: np.ndarray, kernel, new_hw):
   """``mat @ kernel.reshape(old_hw, -1)`` reshaped to ``(*new_hw, C, D)``; numpy or jax."""
   h, w, c, d = kernel.shape
   if isinstance(kernel, np.ndarray):
@@ -153,7 +127,7 @@ def resample_kernel(kernel, new_hw, method: str = "bilinear", antialias: bool = 
   new_hw = as_hw(new_hw, "new kernel size")
   if new_hw == old_hw:
     return kernel
-  return _apply_matrix(pinv_matrix(old_hw, new_hw, method, antialias), kernel, new_hw)
+  return apply_matrix(pinv_matrix(old_hw, new_hw, method, antialias), kernel, new_hw)
 
 
 def resize_kernel(kernel, new_hw, method: str = "bilinear", antialias: bool = True):
@@ -165,7 +139,7 @@ def resize_kernel(kernel, new_hw, method: str = "bilinear", antialias: bool = Tr
   new_hw = as_hw(new_hw, "new kernel size")
   if new_hw == old_hw:
     return kernel
-  return _apply_matrix(resize_matrix(old_hw, new_hw, canonical_method(method), bool(antialias)),
+  return apply_matrix(resize_matrix(old_hw, new_hw, canonical_method(method), bool(antialias)),
                        kernel, new_hw)
 
 
@@ -192,7 +166,9 @@ def resample_posemb(posemb, new_grid, old_grid=None, method: str = "bilinear",
                     antialias: bool = True):
   """Resamples a ``(1, gh*gw, D)`` position embedding (no cls slot) to ``new_grid``.
 
-  Bilinear by default, through ``jax.image.resize`` (numpy in -> numpy out).
+  Bilinear by default, through ``jax.image.resize``. Returns a jax array whatever it is
+  given (so it works on concrete numpy parameters closed over under ``jax.jit``); the input
+  itself when the grid is unchanged.
   """
   gh, gw = posemb_grid(posemb, old_grid)
   new_grid = as_hw(new_grid, "new position-embedding grid")
@@ -202,7 +178,4 @@ def resample_posemb(posemb, new_grid, old_grid=None, method: str = "bilinear",
   grid = jnp.asarray(posemb).reshape(1, gh, gw, d)
   out = jax.image.resize(grid, (1, *new_grid, d), method=canonical_method(method),
                          antialias=antialias)
-  out = out.reshape(1, new_grid[0] * new_grid[1], d)
-  if isinstance(posemb, np.ndarray):
-    return np.asarray(out, dtype=posemb.dtype)
-  return out
+  return out.reshape(1, new_grid[0] * new_grid[1], d)

@@ -95,10 +95,11 @@ def markdown(rows: list[dict], protocol: dict) -> str:
 
 
 def protocol_line(p: dict) -> str:
+  models = "; ".join(f"{k}: {v}" for k, v in (p.get("checkpoints") or {}).items())
   return (f"{p.get('dataset')} {p.get('split')}, {p.get('num_images')} images; each input is "
           f"the {p.get('native_resolution')} px central crop resized with "
           f"{p.get('resize_method')} (antialias={p.get('antialias')}); MSPE routing: "
-          f"{p.get('routing')}; leftover pixels: {p.get('leftover')}.")
+          f"{p.get('routing')}; leftover pixels: {p.get('leftover')}. Models: {models}.")
 
 
 def write(out_dir: str, rows: list[dict], protocol: dict) -> dict[str, str]:

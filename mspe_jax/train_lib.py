@@ -1,13 +1,14 @@
 """Training: MSPE (paper Eq. 7, encoder frozen) or full ViT training, data-parallel, resumable.
 
-``train_and_evaluate(config, workdir)`` reads top to bottom:
+``train_and_evaluate(config, workdir, hooks=())`` reads top to bottom:
 
 1. devices: a ``Mesh`` over all accelerators (batch on ``data``, parameters replicated);
-2. model and parameters: **resume** from ``workdir/checkpoints`` if a readable step exists,
-   else **load** ``config.init_file`` (AugReg / big_vision ``.npz``), else **scratch**;
-3. the loop: per step, the loss terms are drawn from ``(seed, step)``, each term's gradient
-   comes from a program compiled once per (kernel, resolution), one update applies their
-   sum; a non-finite loss or gradient stops the run before anything is saved;
+2. model and state: **resume** from ``workdir/checkpoints`` if a readable step exists, else
+   **load** ``config.init_file`` (AugReg / big_vision ``.npz``), else **scratch**;
+3. the loop: per step the loss terms are drawn from ``(seed, step)`` and the step
+   (``mspe_step.MSPEStep`` or ``full_step.FullStep``) runs on device with no host sync; the
+   loop syncs only to log, to checkpoint (after the non-finite guard, ``guard.py``) and to
+   evaluate (``sweep.Sweep``, the same code as ``eval.py``);
 4. checkpoints every ``checkpoint_every`` steps and at the end, plus ``model.npz``.
 
 Randomness is a pure function of ``(seed, step)`` (resolution draws) and of
@@ -26,18 +27,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
+from clu import periodic_actions
 
-from mspe_jax import checkpoints, ckpt_manager, data, jax_utils, losses, optim, pi_resize, steps
-from mspe_jax import vit as vit_lib
-from mspe_jax.metrics import MetricWriter
+from mspe_jax import data, geometry, jax_utils, losses, metrics, npz, optim, sweep, terms, vit
+from mspe_jax.checkpointer import Checkpointer
+from mspe_jax.full_step import FullStep
+from mspe_jax.guard import NonFiniteError, NonFiniteGuard  # noqa: F401  (re-exported)
+from mspe_jax.mspe_step import MSPEStep
+from mspe_jax.patch_embed import PatchEmbed
+from mspe_jax.workdir import CHECKPOINTS, save_model_config
 
 log = logging.getLogger(__name__)
 
 MODES = ("mspe", "full")
-
-
-class NonFiniteError(FloatingPointError):
-  """Training produced a NaN/inf loss or gradient."""
 
 
 # ---------------------------------------------------------------------------- config
@@ -58,49 +60,79 @@ def validate_config(config) -> None:
 
 
 def global_batch_size(config, mesh) -> int:
-  per_device = int(config.input.get("per_device_batch", 0) or 0)
+  per_device = config.input.per_device_batch
   batch = per_device * mesh.devices.size if per_device else int(config.input.batch_size)
   jax_utils.check_batch(batch, mesh)
   return batch
 
 
-def _model_kwargs(config) -> dict:
+def model_policy(config) -> PatchEmbed:
+  """The patch-embedding policy the config trains: MSPE's, or vanilla for full training."""
   m = config.model
-  kw = dict(leftover=m.leftover, resize_method=m.resize_method, antialias=m.antialias)
-  if config.mode == "mspe":
-    kw.update(freeze_native_kernel=config.mspe.freeze_native_kernel)
-    if config.mspe.base_sizes:
-      kw["mspe_base_sizes"] = tuple(int(b) for b in config.mspe.base_sizes)
-  return kw
+  fields = dict(leftover=m.leftover, resize_method=m.resize_method, antialias=m.antialias)
+  if config.mode != "mspe":
+    return PatchEmbed("vanilla", **fields)
+  return PatchEmbed("mspe", base_sizes=tuple(config.mspe.base_sizes) or None,
+                    freeze_native_kernel=config.mspe.freeze_native_kernel, **fields)
 
 
 def build_model(config):
   """``(model, params, origin)`` from ``config.init_file`` or from scratch."""
-  patch_embed = "mspe" if config.mode == "mspe" else "vanilla"
-  kw = _model_kwargs(config)
-  m = config.model
+  m, policy = config.model, model_policy(config)
   if config.init_file:
-    model, params = checkpoints.load_pretrained(
-        config.init_file, variant=m.variant or None,
-        num_classes=m.num_classes if m.num_classes >= 0 else None,
-        image_size=m.image_size or None, patch_embed=patch_embed, **kw)
+    model, params = npz.load_pretrained(config.init_file, policy, variant=m.variant,
+                                        num_classes=m.num_classes, image_size=m.image_size)
     return model, params, f"the pretrained file {config.init_file}"
-  arch = (vit_lib.decode_variant(m.variant) if m.variant else
+  arch = (vit.decode_variant(m.variant) if m.variant else
           dict(patch_size=(m.patch_size, m.patch_size), width=m.width, depth=m.depth,
                num_heads=m.num_heads, mlp_dim=m.mlp_dim))
-  model = vit_lib.ViT(num_classes=m.num_classes, image_size=m.image_size, pool_type=m.pool_type,
-                      patch_embed=patch_embed, **arch, **kw)
+  model = vit.ViT(num_classes=m.num_classes, image_size=m.image_size, pool_type=m.pool_type,
+                  policy=policy, **arch)
   dummy = jnp.zeros((1, m.image_size, m.image_size, 3), jnp.float32)
   params = jax.jit(model.init)(jax.random.key(config.seed), dummy)["params"]
   return model, jax.device_get(params), f"scratch (seed {config.seed})"
 
 
-# ---------------------------------------------------------------------------- helpers
+def make_step(config, model, tx, mesh):
+  """The step of ``config.mode``: ``step(state, batch, terms) -> (state, metrics)``."""
+  loss_fn = losses.make_loss(config.loss.kind, temperature=config.loss.temperature,
+                             distill_weight=config.loss.distill_weight,
+                             label_smoothing=config.loss.label_smoothing)
+  if config.mode == "mspe":
+    return MSPEStep(model, tx, mesh, loss_fn, distill=losses.needs_teacher(config.loss.kind))
+  return FullStep(model, tx, mesh, loss_fn)
 
-def _sigkill_self() -> None:
-  """Fault injection: die like a pre-empted job (no cleanup, no flushing)."""
-  import signal
-  os.kill(os.getpid(), signal.SIGKILL)
+
+def term_sampler(config, model):
+  """``draw(index) -> terms`` for the 0-based step ``index`` (a pure function of the seed)."""
+  if config.mode == "full":
+    native = [terms.Term(None, geometry.as_hw(model.image_size), 1.0)]
+    return lambda index: native
+  subsets = terms.validate_subsets(config.mspe.resolutions, model)
+  log.info("MSPE kernels %s, resolution subsets %s, lambda=%s, freeze_native_kernel=%s.",
+           model.base_sizes, subsets, config.mspe.lam, model.policy.freeze_native_kernel)
+  return lambda index: terms.draw_terms(index, config.seed, subsets, model, config.mspe.lam)
+
+
+def make_evaluator(config, model, mesh, has_labels: bool):
+  """``evaluate(params) -> {"eval/top1_HxW": ...}`` on the eval split, or None if off."""
+  if not config.eval_every or not has_labels:
+    return None
+  source = data.get_source(config.data.name, config.data.eval_split, config.data.data_dir)
+  jax_utils.check_batch(config.eval_batch_size, mesh)
+  native = geometry.as_hw(model.image_size)
+  hws = [geometry.as_hw(r, "eval resolution") for r in config.eval_resolutions] or [native]
+  runner = sweep.Sweep([sweep.Method("model", model.policy, "model")],
+                       [sweep.Shape("square" if h == w else "other", (h, w)) for h, w in hws],
+                       {"model": model}, native, mesh=mesh)
+
+  def evaluate(params):
+    batches = data.eval_batches(source, batch_size=config.eval_batch_size, image_size=native[0],
+                                crop_fraction=config.input.eval_crop_fraction,
+                                max_examples=config.eval_examples)
+    correct, total = runner.run({"model": params}, batches, progress=False)
+    return {f"eval/top1_{h}x{w}": c / max(total, 1.0) for (_, (h, w)), c in correct.items()}
+  return evaluate
 
 
 def _setup_logging(workdir: str) -> logging.Handler:
@@ -112,162 +144,107 @@ def _setup_logging(workdir: str) -> logging.Handler:
   return handler
 
 
-def evaluate(fns: steps.StepFunctions, params, source, config, mesh, hws) -> dict[str, float]:
-  """Top-1 of the current model at each ``hw`` on the first ``eval_examples`` images."""
-  correct = {hw: 0.0 for hw in hws}
-  total = 0.0
-  batch_size = int(config.eval_batch_size)
-  jax_utils.check_batch(batch_size, mesh)
-  for batch in data.eval_batches(source, batch_size=batch_size,
-                                 image_size=config.model.image_size,
-                                 crop_fraction=config.input.eval_crop_fraction,
-                                 max_examples=config.eval_examples or None):
-    gb = jax_utils.shard_batch(batch, mesh)
-    for hw in hws:
-      correct[hw] += fns.eval_correct(params, gb["image"], gb["label"], gb["mask"], hw=hw)
-    total += float(batch["mask"].sum())
-  return {f"eval/top1_{h}x{w}": float(c) / max(total, 1.0) for (h, w), c in correct.items()}
-
-
 # ---------------------------------------------------------------------------- training
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains as ``config`` says, checkpointing in ``workdir``; returns the final metrics."""
+def train_and_evaluate(config, workdir: str, hooks=()) -> dict:
+  """Trains as ``config`` says, checkpointing in ``workdir``; returns the final metrics.
+
+  ``hooks``: ``mspe_jax.hooks.Hook`` objects called before and after every step.
+  """
   validate_config(config)
   workdir = os.path.abspath(workdir)
   handler = _setup_logging(workdir)
   try:
-    return _train(config, workdir)
+    return _train(config, workdir, tuple(hooks))
   finally:
     logging.getLogger("mspe_jax").removeHandler(handler)
     handler.close()
 
 
-def _train(config, workdir: str) -> dict:
+def _train(config, workdir: str, hooks) -> dict:
   lead = jax.process_index() == 0
-  jax_utils.enable_compilation_cache(config.compilation_cache_dir or
-                                     os.path.join(workdir, "jax_cache"))
-  jax_utils.CompileCounter.install()
-  compiles_at_start = jax_utils.CompileCounter.snapshot()
+  cache = config.compilation_cache_dir or os.path.join(workdir, "jax_cache")
+  jax_utils.enable_compilation_cache(cache)
+  compiles = jax_utils.CompileCounter.start()
 
   # -- devices and data
   mesh = jax_utils.make_mesh()
-  batch = global_batch_size(config, mesh)
-  source = data.get_source(config.data.name, config.data.train_split, config.data.data_dir or None)
+  batch_size = global_batch_size(config, mesh)
+  source = data.get_source(config.data.name, config.data.train_split, config.data.data_dir)
   if losses.needs_labels(config.loss.kind) and not source.has_labels:
     raise ValueError(f"{source.description} has no labels, but loss.kind={config.loss.kind!r} "
                      "needs them; use loss.kind='distill' to train from unlabelled images.")
-  total_steps = int(config.total_steps) or int(math.ceil(
-      config.num_epochs * data.steps_per_epoch(source, batch)))
+  total_steps = config.total_steps or int(math.ceil(
+      config.num_epochs * data.steps_per_epoch(source, batch_size)))
 
-  # -- model, optimizer, state: resume -> load -> scratch
+  # -- model, step and state: resume -> load -> scratch
   model, params, origin = build_model(config)
-  if lead:
-    ckpt_manager.save_model_config(workdir, model)
-  trainable, frozen = steps.split_params(params, config.mode)
   tx, lr_schedule = optim.make_optimizer(config.optim, total_steps)
-  rep = jax_utils.replicated(mesh)
-  opt_state = jax.jit(tx.init, out_shardings=rep)(jax_utils.replicate(trainable, mesh))
-  state = {"params": params, "opt_state": opt_state, "step": 0}
-  ckpt = ckpt_manager.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                   keep=config.keep_checkpoints,
-                                   async_save=config.async_checkpoints)
-  restored = ckpt.restore_latest(ckpt_manager.abstract_like(state, rep))
+  step_fn = make_step(config, model, tx, mesh)
+  ckpt = Checkpointer(os.path.join(workdir, CHECKPOINTS), keep=config.keep_checkpoints,
+                      async_save=config.async_checkpoints)
+  state = jax_utils.replicate(step_fn.init(params), mesh)
+  restored = ckpt.restore_latest(jax_utils.abstract_like(state, jax_utils.replicated(mesh)))
   if restored is not None:
     origin = f"checkpoint step {restored[0]} in {ckpt.directory}"
     state = restored[1]
-    log.info("Resumed from %s.", origin)
-  else:
-    log.info("No checkpoint in %s: initialised from %s.", ckpt.directory, origin)
-    state = jax_utils.replicate(state, mesh)
-  step = int(state["step"])
-  trainable, frozen = steps.split_params(state["params"], config.mode)
-  opt_state = state["opt_state"]
+  log.info("%s from %s.", "Resumed" if restored else "No checkpoint: initialised", origin)
+  state = state.replace(step=int(state.step))
+  if lead:
+    save_model_config(workdir, model)
+  draw_terms = term_sampler(config, model)
+  evaluate = make_evaluator(config, model, mesh, source.has_labels)
 
-  subsets = (steps.validate_subsets(config.mspe.resolutions or None, model)
-             if config.mode == "mspe" else None)
-  if subsets is not None:
-    log.info("MSPE kernels %s, resolution subsets %s, lambda=%s, freeze_native_kernel=%s.",
-             model.base_sizes, subsets, config.mspe.lam, model.freeze_native_kernel)
-  loss_fn = losses.make_loss(config.loss.kind, temperature=config.loss.temperature,
-                             distill_weight=config.loss.distill_weight,
-                             label_smoothing=config.loss.label_smoothing)
-  fns = steps.StepFunctions(model, tx, mesh, loss_fn, mode=config.mode)
-  eval_source = (data.get_source(config.data.name, config.data.eval_split,
-                                 config.data.data_dir or None)
-                 if config.eval_every and source.has_labels else None)
-  native_hw = pi_resize.as_hw(model.image_size)
-  eval_hws = [pi_resize.as_hw(r, "eval resolution") for r in config.eval_resolutions] or [native_hw]
-
-  writer = MetricWriter(workdir, enabled=lead, resume_step=step)
-  it = data.train_iterator(source, global_batch=batch, image_size=config.model.image_size,
-                           seed=config.seed, start_step=step,
-                           augment=config.input.augment.to_dict(),
-                           drop_labels=not losses.needs_labels(config.loss.kind))
-  bar = tqdm.tqdm(total=total_steps, initial=step, desc=f"{config.mode} training",
+  # -- the loop
+  writer = metrics.create_writer(workdir, enabled=lead, resume_step=state.step)
+  report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+                                           every_steps=config.log_every, every_secs=None)
+  guard = NonFiniteGuard()
+  batches = data.train_iterator(source, global_batch=batch_size,
+                                image_size=config.model.image_size, seed=config.seed,
+                                start_step=state.step, augment=config.input.augment.to_dict(),
+                                drop_labels=not losses.needs_labels(config.loss.kind))
+  bar = tqdm.tqdm(total=total_steps, initial=state.step, desc=f"{config.mode} training",
                   disable=not (lead and config.progress_bar), mininterval=2.0, unit="step")
-  last_eval: dict[str, float] = {}
-  t_window, n_window = time.time(), 0
+  last_eval, window_start = {}, (state.step, time.time())
   try:
-    while step < total_steps:
-      if step + 1 == config.debug_kill_at_step:
-        _sigkill_self()
-      batch_np = next(it)
-      if step + 1 == config.debug_nonfinite_loss_at_step:  # fault injection (tests)
-        batch_np = dict(batch_np, image=np.full_like(batch_np["image"], np.nan))
-      gb = jax_utils.shard_batch(batch_np, mesh)
-      if config.mode == "mspe":
-        terms = steps.draw_terms(step, config.seed, subsets, model, config.mspe.lam)
-      else:
-        terms = [steps.Term(None, native_hw, 1.0)]
-      teacher = (fns.teacher(steps.merge_params(trainable, frozen), gb["image"])
-                 if losses.needs_teacher(config.loss.kind) else None)
-      values, grads = [], []
-      for term in terms:
-        value, g = fns.value_and_grad(trainable, frozen, gb["image"], gb.get("label"), teacher,
-                                      term.weight, term)
-        values.append(value)
-        grads.append(g)
-      if step + 1 == config.debug_nonfinite_grad_at_step:  # fault injection (tests)
-        grads[0] = jax.tree_util.tree_map(lambda g: g * jnp.nan, grads[0])
-      new_trainable, new_opt_state, grad_norm = fns.update(trainable, opt_state, grads)
-      values, grad_norm = jax.device_get((values, grad_norm))
-      loss = float(sum(t.weight * v for t, v in zip(terms, values)))
-      if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):
-        ckpt.wait()  # the save in flight holds the last good state: let it finish
-        good = ckpt.steps()
-        raise NonFiniteError(
-            f"Non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at step {step + 1} "
-            f"(loss={loss}, grad_norm={float(grad_norm)}): stopping. Nothing from this step was "
-            f"saved; the latest checkpoint is step {good[-1] if good else 'none'} in "
-            f"{ckpt.directory}.")
-      trainable, opt_state = new_trainable, new_opt_state
-      step += 1
-      n_window += batch
+    for step in range(state.step + 1, total_steps + 1):
+      batch = next(batches)
+      for hook in hooks:
+        batch = hook.before_step(step, batch)
+      step_terms = draw_terms(step - 1)
+      state, step_metrics = step_fn(state, jax_utils.shard_batch(batch, mesh), step_terms)
+      guard.watch(step, step_metrics)
       bar.update(1)
 
       if step % config.log_every == 0 or step == total_steps:
-        elapsed = time.time() - t_window
-        scalars = {"train/loss": loss, "train/grad_norm": float(grad_norm),
+        window = guard.check(ckpt)  # syncs
+        seconds = time.time() - window_start[1]
+        scalars = {"train/loss": np.mean([v[1] for v in window]),
+                   "train/grad_norm": np.mean([v[2] for v in window]),
                    "train/lr": float(lr_schedule(step - 1)),
-                   "train/images_per_sec": n_window / max(elapsed, 1e-9)}
-        scalars.update({f"train/loss_{t.name}": float(v) for t, v in zip(terms, values)})
-        writer.write(step, scalars)
-        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{scalars['train/images_per_sec']:.0f}",
+                   "train/images_per_sec": (step - window_start[0]) * batch_size / seconds}
+        term_losses = jax.device_get(step_metrics["term_losses"])
+        scalars.update({f"train/loss_{t.name}": v for t, v in zip(step_terms, term_losses)})
+        writer.write_scalars(step, scalars)
+        bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
+                        img_s=f"{scalars['train/images_per_sec']:.0f}",
                         **{k.split("_", 1)[1]: f"{v:.3f}" for k, v in last_eval.items()})
-        t_window, n_window = time.time(), 0
+        window_start = (step, time.time())
+      report(step)  # steps/s, uptime (after the sync above on logging steps)
 
       if step % config.checkpoint_every == 0 or step == total_steps:
-        state = {"params": steps.merge_params(trainable, frozen), "opt_state": opt_state,
-                 "step": step}
-        ckpt.save(step, state)
-        if step == config.debug_kill_during_save_at_step:
-          _sigkill_self()
+        guard.check(ckpt)
+        with report.timed("checkpoint", wait_jax_async_dispatch=False):
+          ckpt.save(step, state)
 
-      if eval_source is not None and (step % config.eval_every == 0 or step == total_steps):
-        last_eval = evaluate(fns, steps.merge_params(trainable, frozen), eval_source, config,
-                             mesh, eval_hws)
-        writer.write(step, last_eval)
+      for hook in hooks:
+        hook.after_step(step, state, step_metrics)
+
+      if evaluate is not None and (step % config.eval_every == 0 or step == total_steps):
+        with report.timed("eval", wait_jax_async_dispatch=False):
+          last_eval = evaluate(state.params)
+        writer.write_scalars(step, last_eval)
         log.info("step %d: %s", step, last_eval)
     ckpt.wait()
   finally:
@@ -275,12 +252,11 @@ def _train(config, workdir: str) -> dict:
     writer.close()
     ckpt.close()
 
-  params = jax.device_get(steps.merge_params(trainable, frozen))
+  params = jax.device_get(state.params)
   if lead:
-    checkpoints.save_npz(os.path.join(workdir, "model.npz"), params)
-  compiles = {k: v - compiles_at_start[k] for k, v in jax_utils.CompileCounter.snapshot().items()}
-  summary = {"step": step, "origin": origin,
-             **{f"programs/{k}": v for k, v in fns.compiled_programs().items()}, **last_eval,
-             **{f"compiles/{k}": v for k, v in compiles.items()}}
+    npz.save_npz(os.path.join(workdir, "model.npz"), params)
+  summary = {"step": state.step, "origin": origin,
+             **{f"programs/{k}": v for k, v in step_fn.compiled_programs().items()}, **last_eval,
+             **{f"compiles/{k}": v for k, v in compiles().items()}}
   log.info("Done: %s", summary)
   return summary

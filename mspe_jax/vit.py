@@ -14,15 +14,12 @@ The parameter tree is public API and matches big_vision's ``vit.py`` (Linen numb
     Transformer/encoderblock_{i}/MlpBlock_0/Dense_{0,1}/{kernel,bias}
     Transformer/encoder_norm/{scale,bias}
     head/{kernel,bias}                      (D, classes)
-    mspe/embedding_{k}/{kernel,bias}        (b_k, b_k, 3, D)    patch_embed "mspe" only
+    mspe/embedding_{k}/{kernel,bias}        (b_k, b_k, 3, D)    MSPE policy only
 
-``patch_embed`` picks how images become tokens (see ``mspe_jax.mspe`` for the details):
-
-* ``"vanilla"``: the pretrained kernel at patch ``p``; the grid follows the input
-  (centre-cropped to a multiple of ``p``) and the position embedding is resampled.
-* ``"pi"``: fixed ``N x N`` grid, kernel ``(h//N, w//N)`` by PI-resize of the pretrained one.
-* ``"resize"``: as ``"pi"`` but plain interpolation of the kernel (the paper's ablation).
-* ``"mspe"``: fixed grid, the routed MSPE kernel PI-resized to ``(h//N, w//N)``.
+The model is its architecture plus one patch-embedding policy (``mspe_jax.patch_embed``):
+``ViT(..., policy=PatchEmbed("mspe"))`` declares the MSPE kernels and routes by default;
+any call can take another policy, ``model.apply(v, x, policy=PatchEmbed("pi"))``, the way
+big_vision's FlexiViT takes the sequence shape per call.
 
 ``__call__`` returns ``(logits, extras)``; inputs are NHWC float images in [-1, 1]. It is
 ``encode(embed(images))``: ``embed`` is the only part that depends on the input size in the
@@ -40,10 +37,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mspe_jax import attention, pi_resize
-from mspe_jax import mspe as mspe_lib
+from mspe_jax import attention, geometry, pi_resize
+from mspe_jax.patch_embed import PRETRAINED_KERNEL, PatchEmbed, Plan
 
-PATCH_EMBED_MODES = ("vanilla", "pi", "resize", "mspe")
 POOL_TYPES = ("tok", "gap")
 
 VARIANTS = {
@@ -131,22 +127,59 @@ class Encoder(nn.Module):
     return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)
 
 
+class PatchKernel(nn.Module):
+  """One patch-embedding kernel and bias with ``nn.Conv``'s parameter names.
+
+  Calling it returns the raw ``(kernel, bias)``; its parameters are ``kernel`` (HWIO) and
+  ``bias`` (D,), exactly as big_vision's ``embedding`` conv.
+  """
+  size: tuple[int, int]
+  in_channels: int
+  width: int
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self):
+    kernel = self.param("kernel", self.kernel_init, (*self.size, self.in_channels, self.width))
+    bias = self.param("bias", nn.initializers.zeros, (self.width,))
+    return kernel, bias
+
+
+class MSPEKernels(nn.Module):
+  """The K MSPE kernels, parameters ``embedding_{k}/{kernel,bias}`` (base size ``b_k``).
+
+  ``__call__(k)`` returns kernel ``k``'s ``(kernel, bias)`` at its base size; all K are
+  declared on every call so the parameter tree is always complete.
+  """
+  base_sizes: tuple[int, ...]
+  in_channels: int
+  width: int
+
+  @nn.compact
+  def __call__(self, k: int):
+    kernels = [PatchKernel((b, b), self.in_channels, self.width, name=f"embedding_{i}")()
+               for i, b in enumerate(self.base_sizes)]
+    return kernels[k]
+
+
+ENCODER_KEYS = ("pos_embedding", "cls", "Transformer", "head")
+
+
+def encoder_params(params):
+  """The parameters ``ViT.encode`` reads (the same structure for every policy)."""
+  return {k: params[k] for k in ENCODER_KEYS if k in params}
+
+
 class ViT(nn.Module):
-  """ViT classifier; see the module docstring for names and patch-embedding modes.
+  """ViT classifier: the architecture fields plus one patch-embedding ``policy``.
 
   Attributes:
     num_classes: head size; 0 or None means no head (logits are the pre-logits).
     patch_size, width, depth, mlp_dim, num_heads: the architecture (see ``decode_variant``).
     image_size: native resolution; the token grid is ``N = image_size // patch``.
     pool_type: ``"tok"`` (cls token, AugReg) or ``"gap"`` (global average pooling).
-    patch_embed: ``"vanilla" | "pi" | "resize" | "mspe"``.
-    leftover: pixels past the fixed grid: ``"resize" | "crop" | "pad"`` (see ``mspe_jax.mspe``).
-    resize_method, antialias: the image resize the PI matrices invert (and the leftover resize).
-    kernel_resize_method: interpolation used by ``patch_embed="resize"``.
-    mspe_base_sizes: MSPE base kernel sizes (default ``p*(k+1)/4``, k < 4).
-    freeze_native_kernel: in ``"mspe"`` mode the pretrained ``embedding`` kernel serves inputs
-      whose kernel is exactly the native patch, so native accuracy is unchanged bit for bit.
-    mspe_kernel: force one MSPE kernel instead of routing (``-1``: the pretrained kernel).
+    policy: the default patch-embedding policy; its mode ``"mspe"`` also declares the MSPE
+      kernels (``mspe/embedding_{k}``, base sizes ``policy.kernel_sizes(p)``).
   """
   num_classes: int | None = 1000
   patch_size: Sequence[int] = (16, 16)
@@ -157,27 +190,20 @@ class ViT(nn.Module):
   image_size: int | Sequence[int] = 224
   in_channels: int = 3
   pool_type: str = "tok"
-  patch_embed: str = "vanilla"
-  leftover: str = "resize"
-  resize_method: str = "bilinear"
-  antialias: bool = True
-  kernel_resize_method: str = "bilinear"
-  mspe_base_sizes: Sequence[int] | None = None
-  freeze_native_kernel: bool = False
-  mspe_kernel: int | None = None
   head_zeroinit: bool = True
   dtype: Any = jnp.float32
+  policy: PatchEmbed = PatchEmbed()
 
   # ---- static geometry (plain Python, usable outside apply) ----
 
   @property
   def patch(self) -> tuple[int, int]:
-    return pi_resize.as_hw(self.patch_size, "patch_size")
+    return geometry.as_hw(self.patch_size, "patch_size")
 
   @property
   def grid(self) -> tuple[int, int]:
     """The native token grid ``(N, N)``."""
-    ih, iw = pi_resize.as_hw(self.image_size, "image_size")
+    ih, iw = geometry.as_hw(self.image_size, "image_size")
     ph, pw = self.patch
     if ih % ph or iw % pw:
       raise ValueError(f"image_size {self.image_size} is not a multiple of patch {self.patch}.")
@@ -185,38 +211,23 @@ class ViT(nn.Module):
 
   @property
   def base_sizes(self) -> tuple[int, ...]:
-    if self.mspe_base_sizes is None:
-      return mspe_lib.default_base_sizes(self.patch[0])
-    return mspe_lib.check_base_sizes(self.mspe_base_sizes)
+    """Base sizes of the MSPE kernels this model declares (``()`` without an MSPE policy)."""
+    return self.policy.kernel_sizes(self.patch[0]) if self.policy.mode == "mspe" else ()
 
-  def plan(self, height: int, width: int) -> dict[str, Any]:
-    """How an ``height x width`` input is embedded: kernel size, token grid, kernel index.
+  def plan(self, height: int, width: int, policy: PatchEmbed | None = None) -> Plan:
+    """How ``policy`` (default: the model's) embeds an ``height x width`` input."""
+    return self._policy(policy).plan(height, width, patch=self.patch, grid=self.grid)
 
-    ``kernel_index`` is the MSPE kernel used (``-1``: the pretrained kernel; ``None`` outside
-    ``"mspe"`` mode). Raises ValueError for inputs too small for the grid.
-    """
-    if self.patch_embed not in PATCH_EMBED_MODES:
-      raise ValueError(f"Unknown patch_embed {self.patch_embed!r}; expected one of "
-                       f"{PATCH_EMBED_MODES}.")
-    if self.patch_embed == "vanilla":
-      ph, pw = self.patch
-      if height < ph or width < pw:
-        raise ValueError(f"Input of {height}x{width} px is smaller than one {ph}x{pw} patch "
-                         "(patch_embed='vanilla').")
-      return dict(kernel_hw=(ph, pw), grid=(height // ph, width // pw), kernel_index=None)
-    kernel_hw = mspe_lib.fixed_grid_kernel((height, width), self.grid, self.leftover)
-    index = None
-    if self.patch_embed == "mspe":
-      base = self.base_sizes
-      if self.mspe_kernel is not None:
-        if not -1 <= self.mspe_kernel < len(base):
-          raise ValueError(f"mspe_kernel={self.mspe_kernel} out of range for {len(base)} kernels.")
-        index = int(self.mspe_kernel)
-      elif self.freeze_native_kernel and kernel_hw == self.patch:
-        index = mspe_lib.NATIVE_KERNEL
-      else:
-        index = mspe_lib.route(kernel_hw, base)
-    return dict(kernel_hw=kernel_hw, grid=self.grid, kernel_index=index)
+  def _policy(self, policy: PatchEmbed | None) -> PatchEmbed:
+    policy = self.policy if policy is None else policy
+    if not isinstance(policy, PatchEmbed):
+      raise TypeError(f"policy must be a PatchEmbed, got {type(policy).__name__}.")
+    if policy.mode == "mspe" and policy.kernel_sizes(self.patch[0]) != self.base_sizes:
+      raise ValueError(
+          f"Policy {policy} needs MSPE kernels of base sizes {policy.kernel_sizes(self.patch[0])}"
+          f", but this model declares {self.base_sizes or 'none'}: build the model with that "
+          "policy (e.g. load_pretrained(path, 'mspe')).")
+    return policy
 
   # ---- the model: embed (patch embedding) then encode (everything after it) ----
 
@@ -224,9 +235,9 @@ class ViT(nn.Module):
     if self.pool_type not in POOL_TYPES:
       raise ValueError(f"Unknown pool_type {self.pool_type!r}; expected one of {POOL_TYPES}.")
     d = self.width
-    self.embedding = mspe_lib.PatchKernel(self.patch, self.in_channels, d)
-    if self.patch_embed == "mspe":
-      self.mspe = mspe_lib.MSPEKernels(self.base_sizes, self.in_channels, d)
+    self.embedding = PatchKernel(self.patch, self.in_channels, d)
+    if self.base_sizes:
+      self.mspe = MSPEKernels(self.base_sizes, self.in_channels, d)
     self.pos_embedding = self.param("pos_embedding", nn.initializers.normal(stddev=d ** -0.5),
                                     (1, self.grid[0] * self.grid[1], d))
     if self.pool_type == "tok":
@@ -236,58 +247,40 @@ class ViT(nn.Module):
       head_init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
       self.head = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=head_init)
 
-  def _stored_kernel(self, plan):
-    """The kernel and bias ``embed`` uses, at their stored size (before any resampling)."""
-    kernel, bias = self.embedding()
-    if self.patch_embed == "mspe":
-      if plan["kernel_index"] != mspe_lib.NATIVE_KERNEL:
-        kernel, bias = self.mspe(plan["kernel_index"])
-      else:
-        self.mspe(0)  # declare the MSPE parameters even when the native kernel serves
-    return kernel, bias
-
-  def _fit(self, images):
-    """Checks ``images`` and fits them to the token grid: ``(x, plan)``."""
+  def _prepare(self, images, policy):
+    """``(x, plan, policy, kernel, bias)``: the checked input fitted to the plan, and the
+    stored kernel the plan uses (before any resampling)."""
+    policy = self._policy(policy)
     check_images(images, self.in_channels)
-    _, h, w, _ = images.shape
-    plan = self.plan(h, w)
-    x = images.astype(self.dtype)
-    if self.patch_embed == "vanilla":
-      gh, gw = plan["grid"]
-      return mspe_lib.center_crop(x, (gh * self.patch[0], gw * self.patch[1])), plan
-    x, _, _ = mspe_lib.fit_to_grid(x, self.grid, self.leftover, self.resize_method,
-                                   self.antialias)
-    return x, plan
+    plan = policy.plan(images.shape[1], images.shape[2], patch=self.patch, grid=self.grid)
+    x = policy.fit(images.astype(self.dtype), plan)
+    kernel, bias = self.embedding()
+    if self.base_sizes:
+      kernels = self.mspe(max(plan.kernel_index or 0, 0))  # declares all MSPE parameters
+      if plan.kernel_index is not None and plan.kernel_index != PRETRAINED_KERNEL:
+        kernel, bias = kernels
+    return x, plan, policy, jnp.asarray(kernel), jnp.asarray(bias)
 
-  def _resampling(self):
-    how = "resize" if self.patch_embed == "resize" else "pi"
-    return how, (self.kernel_resize_method if how == "resize" else self.resize_method)
-
-  def embed(self, images):
+  def embed(self, images, policy: PatchEmbed | None = None):
     """NHWC images -> patch tokens ``(B, gh, gw, D)``, before the position embedding."""
-    x, plan = self._fit(images)
-    kernel, bias = self._stored_kernel(plan)
-    if self.patch_embed != "vanilla":
-      how, method = self._resampling()
-      kernel = mspe_lib.resample(kernel, plan["kernel_hw"], how, method, self.antialias)
-    return mspe_lib.patchify(x, kernel, bias)
+    x, plan, policy, kernel, bias = self._prepare(images, policy)
+    kernel = policy.resample(kernel, plan.kernel_hw)
+    kh, kw, c, d = kernel.shape
+    tokens = geometry.extract_patches(x, (kh, kw)) @ kernel.reshape(kh * kw * c, d).astype(
+        x.dtype)
+    return tokens + bias.astype(x.dtype)
 
-  def embed_projected(self, images):
+  def embed_projected(self, images, policy: PatchEmbed | None = None):
     """``(tokens, Q)``: ``embed``'s tokens computed as ``Q @ kernel + bias`` with the kernel
-    at its stored size, and ``Q`` (see ``mspe_lib.project_patches``).
+    at its stored size, and ``Q`` (see ``PatchEmbed.project``).
 
     The gradient of the stored kernel is ``Q^T dtokens``, the bias's ``sum(dtokens)``, and
     ``Q``'s shape does not depend on the input size: training keeps the kernel's gradient
     and update in programs that do not depend on the resolution.
     """
-    x, plan = self._fit(images)
-    kernel, bias = self._stored_kernel(plan)
+    x, plan, policy, kernel, bias = self._prepare(images, policy)
     kh, kw, c, d = kernel.shape
-    if self.patch_embed == "vanilla":
-      q = mspe_lib.extract_patches(x, (kh, kw))
-    else:
-      how, method = self._resampling()
-      q = mspe_lib.project_patches(x, plan["kernel_hw"], (kh, kw), how, method, self.antialias)
+    q = policy.project(x, plan, (kh, kw))
     tokens = q @ kernel.reshape(kh * kw * c, d).astype(x.dtype) + bias.astype(x.dtype)
     return tokens, q
 
@@ -301,10 +294,11 @@ class ViT(nn.Module):
     """
     n, gh, gw, d = tokens.shape
     tokens = tokens.reshape(n, gh * gw, d)
-    posemb = pi_resize.resample_posemb(self.pos_embedding, (gh, gw), old_grid=self.grid)
+    posemb = pi_resize.resample_posemb(jnp.asarray(self.pos_embedding), (gh, gw),
+                                       old_grid=self.grid)
     x = tokens + posemb.astype(self.dtype)
     if self.pool_type == "tok":
-      x = jnp.concatenate([jnp.tile(self.cls.astype(self.dtype), (n, 1, 1)), x], axis=1)
+      x = jnp.concatenate([jnp.tile(jnp.asarray(self.cls, self.dtype), (n, 1, 1)), x], axis=1)
     last_queries = 1 if self.pool_type == "tok" and not sequence else None
     encoded = self.Transformer(x, last_queries)
     pre_logits = encoded[:, 0] if self.pool_type == "tok" else jnp.mean(encoded, axis=1)
@@ -313,6 +307,6 @@ class ViT(nn.Module):
       return pre_logits, extras
     return self.head(pre_logits), extras
 
-  def __call__(self, images, sequence: bool = True):
-    """``encode(embed(images), sequence)``."""
-    return self.encode(self.embed(images), sequence)
+  def __call__(self, images, policy: PatchEmbed | None = None, sequence: bool = True):
+    """``encode(embed(images, policy), sequence)``."""
+    return self.encode(self.embed(images, policy), sequence)

@@ -40,7 +40,7 @@ DEMO_EVAL_IMAGES = 1000
 @pytest.fixture(scope="session")
 def demo_runs(tmp_path_factory):
   from configs import fashion_mnist_eval, fashion_mnist_mspe, fashion_mnist_mspe_distill
-  from mspe_jax import data, evaluate, train_lib
+  from mspe_jax import data, eval_lib, train_lib
 
   root = tmp_path_factory.mktemp("demo")
   seen_keys = set()
@@ -56,7 +56,7 @@ def demo_runs(tmp_path_factory):
     cfg = module.get_config()
     cfg.total_steps = DEMO_STEPS[name]
     cfg.input.batch_size = DEMO_BATCH
-    cfg.eval_every = 0
+    cfg.eval_every = None
     cfg.checkpoint_every = DEMO_STEPS[name]
     cfg.progress_bar = False
     cfg.compilation_cache_dir = str(root / "cache")
@@ -67,15 +67,15 @@ def demo_runs(tmp_path_factory):
     seen_keys.clear()
 
   ecfg = fashion_mnist_eval.get_config()
-  ecfg.mspe_models = f"mspe={root / 'mspe'},mspe_distill={root / 'mspe_distill'}"
+  ecfg.compare.mspe_distill = str(root / "mspe_distill")  # and the workdir's own run as mspe
   ecfg.methods = ("vanilla", "pi", "img_resize")
   ecfg.resolutions = (7, 10, 14, 21, 28, 56)
   ecfg.widths = (28,)
-  ecfg.fixed_width = 0
+  ecfg.fixed_width = None
   ecfg.eval_examples = DEMO_EVAL_IMAGES
   ecfg.batch_size = 500
   ecfg.progress_bar = False
-  result = evaluate.run(ecfg, str(root / "mspe"))
+  result = eval_lib.evaluate(ecfg, str(root / "mspe"))
   return {"root": root, "summaries": summaries, "eval": result, "eval_config": ecfg}
 
 

@@ -51,7 +51,7 @@ def test_vit_b_recipe_trains_and_evaluates(tmp_path, fake_imagenet, augreg_vit16
   assert [params[f"mspe/embedding_{i}/kernel"].shape[0] for i in range(4)] == [4, 8, 12, 16]
   assert "eval/top1_56x56" in out
   proc = runner.run_script("eval.py", "configs/vit_b_eval.py:smoke", work,
-                           {"pretrained": augreg_vit16, "mspe_models": f"mspe={work}",
+                           {"pretrained": augreg_vit16,
                             "data.data_dir": fake_imagenet, "progress_bar": False})
   doc = json.loads((work / "eval" / "results.json").read_text())
   assert doc["protocol"]["dataset"] == "imagenet2012" and doc["protocol"]["num_images"] == 4

@@ -6,22 +6,23 @@ import numpy as np
 import pytest
 
 import mspe_jax
-from mspe_jax import jax_utils, losses, steps
+from mspe_jax import cpu_tuning, jax_utils, losses
+from mspe_jax.mspe_step import MSPEStep
 
 
 def test_distill_loss_is_zero_when_student_is_the_teachers_native_path(augreg_file, images):
-  model, params = mspe_jax.load_pretrained(augreg_file, patch_embed="mspe")
+  model, params = mspe_jax.load_pretrained(augreg_file, "mspe")
   with jax.enable_x64(True):
     p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
     x = jnp.asarray(images(8, 28, 28), jnp.float64)
-    fns = steps.StepFunctions(model.clone(dtype=jnp.float64), None, jax_utils.make_mesh(),
-                              losses.make_loss("distill"))
+    fns = MSPEStep(model.clone(dtype=jnp.float64), None, jax_utils.make_mesh(),
+                   losses.make_loss("distill"), distill=True)
     teacher = fns._teacher(p64, x)  # noqa: SLF001
     # the student's logits as training computes them (the tokens, then the encoder in
     # fns.chains chains with the class token only in the last block)
     m64 = model.clone(dtype=jnp.float64)
     tokens = m64.apply({"params": p64}, x, method="embed_projected")[0]
-    student = steps.encode_logits(m64, p64, tokens, fns.chains)
+    student = cpu_tuning.encode_logits(m64, p64, tokens, fns.chains)
     assert student.dtype == jnp.float64
     np.testing.assert_array_equal(student, teacher)  # the same computation, bit for bit
     for t in (1.0, 2.0, 4.0):

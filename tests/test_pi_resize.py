@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mspe_jax import pi_resize
+from mspe_jax import geometry, pi_resize
 from tests import reference as ref
 
 UPSAMPLE = [((4, 4), (8, 8)), ((16, 16), (32, 32)), ((2, 2), (5, 7)), ((16, 16), (18, 20)),
@@ -127,6 +127,7 @@ def test_resample_posemb_bilinear():
   rng = np.random.default_rng(7)
   pos = rng.standard_normal((1, 7 * 7, 6))
   assert pi_resize.resample_posemb(pos, (7, 7)) is pos
+  assert isinstance(pi_resize.resample_posemb(pos, (3, 3)), jax.Array)  # safe under jit
   for new in [(3, 3), (14, 14), (2, 9)]:
     got = pi_resize.resample_posemb(pos, new)
     want = ref.resize_image(pos.reshape(1, 7, 7, 6), new).reshape(1, -1, 6)
@@ -143,19 +144,21 @@ def test_resample_posemb_bilinear():
 @pytest.mark.parametrize("stored,kernel_hw", [((4, 4), (8, 8)), ((16, 16), (3, 5)),
                                                ((2, 2), (2, 2)), ((3, 3), (1, 4))])
 def test_projected_patches_give_the_resampled_kernel_tokens(stored, kernel_hw, how):
-  """patchify(x, M w) == Q @ w with Q = M^T patches, and its kernel gradient is Q^T dtokens
+  """patches(x) @ M w == Q @ w with Q = M^T patches, and its kernel gradient is Q^T dtokens
   (the factored form training uses), in float64 to rounding."""
-  from mspe_jax import mspe
+  from mspe_jax.patch_embed import PatchEmbed, Plan
+  policy = PatchEmbed(how)
+  plan = Plan(kernel_hw, (4, 3), None, (4 * kernel_hw[0], 3 * kernel_hw[1]))
   rng = np.random.default_rng(3)
   x = rng.standard_normal((2, 4 * kernel_hw[0], 3 * kernel_hw[1], 3))
   w = rng.standard_normal((*stored, 3, 5))
   bias = rng.standard_normal(5)
   with jax.enable_x64(True):
     x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
-    q = mspe.project_patches(x64, kernel_hw, stored, how, "bilinear", True)
+    q = policy.project(x64, plan, stored)
     assert q.shape == (2, 4, 3, stored[0] * stored[1] * 3)
-    direct = lambda w: mspe.patchify(x64, mspe.resample(w, kernel_hw, how, "bilinear", True),
-                                     bias)
+    patches = geometry.extract_patches(x64, kernel_hw)
+    direct = lambda w: patches @ policy.resample(w, kernel_hw).reshape(-1, 5) + bias
     np.testing.assert_allclose(q @ w64.reshape(-1, 5) + bias, direct(w64), rtol=0, atol=1e-10)
     dtokens = jnp.asarray(rng.standard_normal((2, 4, 3, 5)))
     grad = jax.vjp(direct, w64)[1](dtokens)[0]

@@ -1,6 +1,7 @@
 """Faults: damaged checkpoints, a full disk, NaN/inf, determinism. Nothing finished is lost."""
 
 import glob
+import itertools
 import json
 import logging
 import os
@@ -9,12 +10,15 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import fashion_mnist_mspe
-from mspe_jax import ckpt_manager, train_lib
-from tests import runner
+from mspe_jax import checkpointer, jax_utils, train_lib
+from mspe_jax.guard import NonFiniteError, NonFiniteGuard
+from mspe_jax.mspe_step import MSPEStep
+from tests import fault_hooks, runner
 
 
 def _state(v):
@@ -23,11 +27,11 @@ def _state(v):
 
 
 def _target():
-  return ckpt_manager.abstract_like(_state(0), jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  return jax_utils.abstract_like(_state(0), jax.sharding.SingleDeviceSharding(jax.devices()[0]))
 
 
 def _saved(tmp_path, steps=(1, 2, 3)):
-  ckpt = ckpt_manager.Checkpointer(str(tmp_path), keep=10)
+  ckpt = checkpointer.Checkpointer(str(tmp_path), keep=10)
   for s in steps:
     ckpt.save(s, _state(s))
   ckpt.close()
@@ -52,14 +56,14 @@ def test_damaged_latest_step_is_skipped(tmp_path, damage, caplog):
   elif damage == "zero_length_file":
     open(files[0], "w").close()
   elif damage == "no_commit_marker":
-    os.remove(os.path.join(step3, ckpt_manager.COMMIT_MARKER))
+    os.remove(os.path.join(step3, checkpointer.COMMIT_MARKER))
   else:
     for f in files:
       data = bytearray(open(f, "rb").read())
       data[len(data) // 2:] = b"\xff" * (len(data) - len(data) // 2)
       open(f, "wb").write(bytes(data))
   with caplog.at_level(logging.WARNING):
-    step, state = ckpt_manager.Checkpointer(directory).restore_latest(_target())
+    step, state = checkpointer.Checkpointer(directory).restore_latest(_target())
   assert step == 2
   np.testing.assert_array_equal(state["params"]["w"], _state(2)["params"]["w"])
   assert f"Skipping damaged checkpoint {step3}" in caplog.text
@@ -70,11 +74,11 @@ def test_damaged_latest_step_is_skipped(tmp_path, damage, caplog):
 def test_no_good_step_left_is_an_error_and_deletes_nothing(tmp_path):
   directory = _saved(tmp_path, (1, 2))
   for s in (1, 2):
-    os.remove(os.path.join(directory, str(s), ckpt_manager.COMMIT_MARKER))
+    os.remove(os.path.join(directory, str(s), checkpointer.COMMIT_MARKER))
   before = sorted(os.listdir(directory))
-  with pytest.raises(ckpt_manager.NoGoodCheckpointError,
+  with pytest.raises(checkpointer.NoGoodCheckpointError,
                      match=r"steps \[1, 2\] are all damaged.*Nothing was deleted"):
-    ckpt_manager.Checkpointer(directory).restore_latest(_target())
+    checkpointer.Checkpointer(directory).restore_latest(_target())
   assert sorted(os.listdir(directory)) == before
 
 
@@ -133,7 +137,7 @@ def tiny_config(augreg_file, tmp_path_factory):
     cfg.mspe.resolutions = ((7,), (14,), (21,), (28, 35))
     cfg.mspe.freeze_native_kernel = False
     cfg.checkpoint_every = 2
-    cfg.eval_every = 0
+    cfg.eval_every = None
     cfg.progress_bar = False
     cfg.compilation_cache_dir = cache
     for k, v in overrides.items():
@@ -182,17 +186,40 @@ def test_damaged_checkpoint_in_a_run_resumes_from_the_previous_one(tiny_config, 
 
 @pytest.mark.parametrize("kind", ["loss", "grad"])
 def test_nonfinite_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path,
-                                                                         kind):
-  cfg = tiny_config(total_steps=8, **{f"debug_nonfinite_{kind}_at_step": 5})
+                                                                         kind, monkeypatch):
+  cfg = tiny_config(total_steps=8)
+  hooks = []
+  if kind == "loss":
+    hooks.append(fault_hooks.NaNPixelsAt(5))  # NaN pixels: a non-finite loss at step 5
+  else:  # the gradients of step 5 come out NaN (the loss stays finite)
+    real, calls = MSPEStep.gradients, itertools.count(1)
+
+    def poisoned(self, params, batch, terms):
+      values, grads = real(self, params, batch, terms)
+      if next(calls) == 5:
+        grads = [g.replace(dtokens=g.dtokens * jnp.nan) for g in grads]
+      return values, grads
+    monkeypatch.setattr(MSPEStep, "gradients", poisoned)
   word = "loss" if kind == "loss" else "gradient"
-  with pytest.raises(train_lib.NonFiniteError,
+  with pytest.raises(NonFiniteError,
                      match=rf"Non-finite {word} at step 5 .*latest checkpoint is step 4"):
-    train_lib.train_and_evaluate(cfg, str(tmp_path))
+    train_lib.train_and_evaluate(cfg, str(tmp_path), hooks=hooks)
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
   assert not (tmp_path / "model.npz").exists()
+  monkeypatch.undo()
   # The run can be resumed once the cause is fixed: it continues from step 4.
   out = train_lib.train_and_evaluate(tiny_config(total_steps=8), str(tmp_path))
   assert out["origin"].startswith("checkpoint step 4") and out["step"] == 8
+
+
+def test_guard_checks_without_syncing_every_step():
+  guard = NonFiniteGuard()
+  for step, (loss, norm) in enumerate([(1.0, 2.0), (0.5, float("inf")), (float("nan"), 1.0)], 1):
+    guard.watch(step, {"loss": jnp.float32(loss), "grad_norm": jnp.float32(norm)})
+  with pytest.raises(NonFiniteError, match=r"Non-finite gradient at step 2 \(loss=0.5"):
+    guard.check()
+  guard.watch(4, {"loss": jnp.float32(0.25), "grad_norm": jnp.float32(1.0)})
+  assert guard.check() == [(4, 0.25, 1.0)]  # the window starts after the last check
 
 
 def test_batch_not_divisible_by_devices_through_train_py(tmp_path, augreg_file):

@@ -1,5 +1,6 @@
 """Training through train.py: modes, 1 vs 8 devices, compile counts, kill-and-resume."""
 
+import json
 import os
 import random
 import signal
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 
 from configs import fashion_mnist_mspe
-from mspe_jax import checkpoints, jax_utils, losses, optim, steps
+from mspe_jax import cpu_tuning, jax_utils, losses, npz, optim, terms, vit
+from mspe_jax.mspe_step import MSPEStep, kernel_gradients
 from tests import runner
 
 MSPE_SMOKE = "configs/fashion_mnist_mspe.py:smoke"
+FAULTS = "tests/fault_hooks.py"  # train.py with fault-injection hooks
 pytestmark = pytest.mark.xdist_group("train")  # the reference run is shared
 
 
@@ -46,15 +49,17 @@ def test_smoke_mspe_trains_only_the_mspe_kernels(reference_run, augreg_file):
   out = runner.summary(proc)
   assert out["step"] == 8 and "pretrained file" in out["origin"]
   trained = runner.npz(workdir / "model.npz")
-  init = checkpoints.flatten(checkpoints.load_pretrained(augreg_file, patch_embed="mspe")[1])
+  init = npz.flatten(npz.load_pretrained(augreg_file, "mspe")[1])
   assert sorted(trained) == sorted(init)
   changed = sorted(k for k in init if not np.array_equal(init[k], trained[k]))
   assert changed and all(k.startswith("mspe/") for k in changed), changed
   # every kernel and bias received gradient
   assert len(changed) == 8
   assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "6", "8"]  # keep the last 3
-  lines = (workdir / "metrics.jsonl").read_text().splitlines()
-  assert len(lines) == 9 and '"train/loss_k0_7x7"' in lines[0] and "eval/top1_28x28" in lines[-1]
+  lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in lines if "train/loss" in r] == list(range(1, 9))
+  assert "train/loss_k0_7x7" in lines[0] and "eval/top1_28x28" in lines[-1]
+  assert any("steps_per_sec" in r for r in lines)  # clu's ReportProgress
   assert os.path.isdir(workdir / "tensorboard") and os.listdir(workdir / "tensorboard")
 
 
@@ -68,17 +73,19 @@ def test_smoke_full_training_through_train_py(tmp_path, cache_dir):
   assert "mspe/embedding_0/kernel" not in params and params["head/kernel"].any()
 
 
-def test_eight_devices_match_one(tmp_path, reference_run, smoke_overrides):
+def test_eight_devices_match_one(tmp_path, reference_run, smoke_overrides, augreg_file):
   ref_dir, _ = reference_run
   proc = runner.run_script("train.py", MSPE_SMOKE, tmp_path,
                            dict(smoke_overrides, compilation_cache_dir=str(tmp_path / "c8")),
                            devices=8)
   assert runner.summary(proc)["step"] == 8
   one, eight = runner.npz(ref_dir / "model.npz"), runner.npz(tmp_path / "model.npz")
-  init = runner.npz(tmp_path / "model.npz")
   for k in one:
     np.testing.assert_allclose(eight[k], one[k], rtol=2e-4, atol=2e-6, err_msg=k)
-  assert not np.array_equal(init["mspe/embedding_0/kernel"], np.zeros(1))
+  # ... and both moved every MSPE kernel away from its initial value.
+  init = npz.flatten(npz.load_pretrained(augreg_file, "mspe")[1])
+  for k in (k for k in init if k.startswith("mspe/") and k.endswith("/kernel")):
+    assert np.abs(eight[k] - init[k]).max() > 1e-4, k
 
 
 def test_kill_and_resume_gives_bitwise_equal_parameters(tmp_path, reference_run, smoke_overrides):
@@ -88,12 +95,11 @@ def test_kill_and_resume_gives_bitwise_equal_parameters(tmp_path, reference_run,
   kill_at = rng.choice([2, 3, 4])             # at the start of a step
   kill_in_save = rng.choice([6])              # while step 6's checkpoint is being written
   work = tmp_path / "w"
-  p1 = runner.run_script("train.py", MSPE_SMOKE, work,
-                         dict(smoke_overrides, debug_kill_at_step=kill_at), check=False)
+  p1 = runner.run_script(FAULTS, MSPE_SMOKE, work, smoke_overrides, check=False,
+                         flags=[f"--kill_at_step={kill_at}"])
   assert p1.returncode == -signal.SIGKILL
-  p2 = runner.run_script("train.py", MSPE_SMOKE, work,
-                         dict(smoke_overrides, debug_kill_during_save_at_step=kill_in_save),
-                         check=False)
+  p2 = runner.run_script(FAULTS, MSPE_SMOKE, work, smoke_overrides, check=False,
+                         flags=[f"--kill_after_save_at_step={kill_in_save}"])
   assert p2.returncode == -signal.SIGKILL, p2.stderr[-3000:]
   # An external SIGKILL at a random moment of the third attempt.
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
@@ -125,28 +131,29 @@ def test_kill_and_resume_gives_bitwise_equal_parameters(tmp_path, reference_run,
   assert out["compiles/loaded_from_cache"] > 0
 
 
-def test_compile_count_is_additive(augreg_file):
-  model, params = checkpoints.load_pretrained(augreg_file, patch_embed="mspe")
-  subsets = steps.validate_subsets(((7, 8, 9, 10), (14, 15, 16, 17), (21, 22), (28, 30, 35)),
-                                   model)
+def _step_setup(augreg_file, batch=4, seed=0):
+  model, params = npz.load_pretrained(augreg_file, "mspe")
   mesh = jax_utils.make_mesh()
-  trainable, frozen = steps.split_params(params, "mspe")
   tx, _ = optim.make_optimizer(fashion_mnist_mspe.get_config().optim, 100)
-  fns = steps.StepFunctions(model, tx, mesh, losses.make_loss("ce"), mode="mspe")
-  trainable, frozen = jax_utils.replicate((trainable, frozen), mesh)
-  opt_state = jax_utils.replicate(tx.init(trainable), mesh)
-  rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.uniform(-1, 1, (4, 28, 28, 3)), jnp.float32)
-  labels = jnp.asarray(rng.integers(0, 10, 4), jnp.int32)
+  step = MSPEStep(model, tx, mesh, losses.make_loss("ce"))
+  state = jax_utils.replicate(step.init(params), mesh)
+  rng = np.random.default_rng(seed)
+  batch = jax_utils.shard_batch({"image": rng.uniform(-1, 1, (batch, 28, 28, 3)).astype(np.float32),
+                                 "label": rng.integers(0, 10, batch).astype(np.int32)}, mesh)
+  return model, params, step, state, batch
+
+
+def test_compile_count_is_additive(augreg_file):
+  model, _, step, state, batch = _step_setup(augreg_file)
+  subsets = terms.validate_subsets(((7, 8, 9, 10), (14, 15, 16, 17), (21, 22), (28, 30, 35)),
+                                   model)
   seen = set()
-  for step in range(40):
-    terms = steps.draw_terms(step, 0, subsets, model, lam=1.0)
-    seen |= {(t.kernel, t.hw) for t in terms}
-    grads = [fns.value_and_grad(trainable, frozen, images, labels, None, t.weight, t)[1]
-             for t in terms]
-    trainable, opt_state, _ = fns.update(trainable, opt_state, grads)
+  for i in range(40):
+    step_terms = terms.draw_terms(i, 0, subsets, model, lam=1.0)
+    seen |= {(t.kernel, t.hw) for t in step_terms}
+    state, _ = step(state, batch, step_terms)
   total = sum(len(s) for s in subsets)
-  programs = fns.compiled_programs()
+  programs = step.compiled_programs()
   # per bucket: the patch embedding (a resize and two matmuls)
   assert programs["bucket"] == len(seen) <= total + 1
   assert programs["encoder"] == 1  # the frozen encoder: one program for every resolution
@@ -155,30 +162,45 @@ def test_compile_count_is_additive(augreg_file):
   assert np.prod([len(s) for s in subsets]) > 5 * total  # what a single jit would compile
 
 
+def test_step_never_waits_for_the_device_and_donates_the_old_state(augreg_file):
+  """The step only enqueues work: no device-to-host transfer (so the loop syncs only where it
+  chooses to), and the update reuses the trainable parameters' and optimizer's buffers."""
+  model, _, step, state, batch = _step_setup(augreg_file)
+  step_terms = terms.draw_terms(0, 0, terms.default_subsets(model), model, lam=1.0)
+  state, _ = step(state, batch, step_terms)  # compile outside the guard
+  old = state
+  with jax.transfer_guard_device_to_host("disallow"):
+    for _ in range(2):
+      state, metrics = step(state, batch, step_terms)
+  assert state.step == old.step + 2 and isinstance(metrics["loss"], jax.Array)
+  assert old.params["mspe"]["embedding_0"]["kernel"].is_deleted()  # donated
+  assert not old.params["Transformer"]["encoder_norm"]["scale"].is_deleted()  # frozen: kept
+  assert np.isfinite(float(metrics["loss"]))
+
+
 def test_terms_follow_eq7(augreg_file):
-  model, _ = checkpoints.load_pretrained(augreg_file, patch_embed="mspe")
+  model, _ = npz.load_pretrained(augreg_file, "mspe")
   subsets = ((( 7, 7),), ((14, 14),), ((21, 21),), ((28, 28),))
-  terms = steps.draw_terms(0, 0, subsets, model, lam=1.0)
+  step_terms = terms.draw_terms(0, 0, subsets, model, lam=1.0)
   # the native term coincides with kernel 3's draw: one term of weight 1 + lambda
-  assert [(t.kernel, t.hw, t.weight) for t in terms] == [
+  assert [(t.kernel, t.hw, t.weight) for t in step_terms] == [
       (0, (7, 7), 1.0), (1, (14, 14), 1.0), (2, (21, 21), 1.0), (3, (28, 28), 2.0)]
-  frozen = model.clone(freeze_native_kernel=True)
-  assert [t.weight for t in steps.draw_terms(0, 0, subsets, frozen, lam=1.0)] == [1.0] * 4
+  frozen = model.clone(policy=model.policy.replace(freeze_native_kernel=True))
+  assert [t.weight for t in terms.draw_terms(0, 0, subsets, frozen, lam=1.0)] == [1.0] * 4
   # draws are a pure function of (seed, step)
-  big = ((7, 8, 9), (14, 15), (21, 22), (28, 35, 42))
-  big = steps.validate_subsets(big, model)
-  assert steps.draw_terms(5, 3, big, model, 1.0) == steps.draw_terms(5, 3, big, model, 1.0)
-  assert len({tuple(steps.draw_terms(s, 3, big, model, 1.0)) for s in range(20)}) > 5
+  big = terms.validate_subsets(((7, 8, 9), (14, 15), (21, 22), (28, 35, 42)), model)
+  assert terms.draw_terms(5, 3, big, model, 1.0) == terms.draw_terms(5, 3, big, model, 1.0)
+  assert len({tuple(terms.draw_terms(s, 3, big, model, 1.0)) for s in range(20)}) > 5
 
 
 def test_bad_subsets_and_batches(augreg_file):
-  model, _ = checkpoints.load_pretrained(augreg_file, patch_embed="mspe")
+  model, _ = npz.load_pretrained(augreg_file, "mspe")
   with pytest.raises(ValueError, match="subset 1 .* is empty"):
-    steps.validate_subsets(((7,), (), (21,), (28,)), model)
+    terms.validate_subsets(((7,), (), (21,), (28,)), model)
   with pytest.raises(ValueError, match=r"subset 0 has sizes \[\(5, 5\)\] below the 7x7 token grid"):
-    steps.validate_subsets(((5, 7), (14,), (21,), (28,)), model)
+    terms.validate_subsets(((5, 7), (14,), (21,), (28,)), model)
   with pytest.raises(ValueError, match="one resolution subset per MSPE kernel"):
-    steps.validate_subsets(((7,), (14,)), model)
+    terms.validate_subsets(((7,), (14,)), model)
 
   class FakeMesh:
     devices = np.empty(8)
@@ -197,37 +219,37 @@ def test_misspelt_config_field_is_named(tmp_path):
   assert "the config has no field 'optimizer'" in proc.stderr
 
 
-def test_split_step_equals_one_program(augreg_file):
-  """embed -> frozen encoder -> embed gradient gives the gradient of the whole model."""
-  model, params = checkpoints.load_pretrained(augreg_file, patch_embed="mspe")
-  mesh = jax_utils.make_mesh()
-  tx, _ = optim.make_optimizer(fashion_mnist_mspe.get_config().optim, 10)
-  fns = steps.StepFunctions(model, tx, mesh, losses.make_loss("ce"), mode="mspe")
-  trainable, frozen = jax_utils.replicate(steps.split_params(params, "mspe"), mesh)
-  rng = np.random.default_rng(1)
-  images = jnp.asarray(rng.uniform(-1, 1, (4, 28, 28, 3)), jnp.float32)
-  labels = jnp.asarray(rng.integers(0, 10, 4), jnp.int32)
-  for term in (steps.Term(0, (7, 7), 1.0), steps.Term(3, (28, 28), 2.0),
-               steps.Term(1, (10, 21), 1.0)):
-    v1, g1 = fns.value_and_grad(trainable, frozen, images, labels, None, term.weight, term)
-    g1 = fns.sum_grads(trainable, [g1])
-    v2, g2 = fns.term_grad(trainable, frozen, images, labels, None, jnp.float32(term.weight),
-                           kernel=term.kernel, hw=term.hw)
-    np.testing.assert_allclose(v1, v2, rtol=1e-6)
-    for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
+def test_factored_kernel_gradient_is_the_gradient_of_the_whole_model(augreg_file):
+  """embed -> frozen encoder -> Q^T dtokens equals jax.grad of the whole model's weighted loss
+  with respect to the MSPE kernels (plain autodiff, one program)."""
+  model, params, step, state, batch = _step_setup(augreg_file, seed=1)
+  ce = losses.make_loss("ce")
+  for term in (terms.Term(0, (7, 7), 1.0), terms.Term(3, (28, 28), 2.0),
+               terms.Term(1, (10, 21), 1.0)):
+    values, grads = step.gradients(state.params, batch, [term])
+    got = kernel_gradients({"mspe": state.params["mspe"]}, grads)["mspe"]
+
+    def loss(mspe, term=term):
+      x = jax.image.resize(batch["image"], (4, *term.hw, 3), "bilinear")
+      logits = model.apply({"params": {**params, "mspe": mspe}}, x,
+                           model.policy.replace(kernel=term.kernel))[0]
+      return term.weight * ce(logits, batch["label"], None)
+    want_value, want = jax.value_and_grad(loss)(params["mspe"])
+    np.testing.assert_allclose(term.weight * values[0], want_value, rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert any(np.abs(a).sum() > 0 for a in jax.tree_util.tree_leaves(g1))
+    assert np.abs(got[f"embedding_{term.kernel}"]["kernel"]).sum() > 0
 
 
 def test_encoder_chains_change_the_schedule_not_the_result(augreg_file):
-  model, params = checkpoints.load_pretrained(augreg_file, patch_embed="mspe")
-  enc = steps.encoder_params(params)
+  model, params = npz.load_pretrained(augreg_file, "mspe")
+  enc = vit.encoder_params(params)
   tokens = jnp.asarray(np.random.default_rng(2).standard_normal((8, 7, 7, model.width)),
                        jnp.float32)
 
   def logits_and_grad(chains):
     def f(t):
-      logits = steps.encode_logits(model, enc, t, chains)
+      logits = cpu_tuning.encode_logits(model, enc, t, chains)
       return jnp.sum(jax.nn.log_softmax(logits)[:, 1]), logits
     (_, logits), grad = jax.jit(jax.value_and_grad(f, has_aux=True))(tokens)
     return logits, grad
@@ -236,5 +258,5 @@ def test_encoder_chains_change_the_schedule_not_the_result(augreg_file):
   for chains in (2, 3, 4):  # 3 does not divide 8: falls back to 2
     for a, b in zip(logits_and_grad(chains), one):  # matmul rounding only
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-  assert steps.encoder_chains(jax_utils.make_mesh()) == (
+  assert cpu_tuning.encoder_chains(jax_utils.make_mesh()) == (
       min(4, 2 * os.cpu_count()) if jax.default_backend() == "cpu" else 1)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import mspe_jax
-from mspe_jax import mspe as mspe_lib
 from mspe_jax import pi_resize, vit
+from mspe_jax.patch_embed import PRETRAINED_KERNEL, PatchEmbed
 from tests import reference as ref
 
 
@@ -19,8 +19,9 @@ def test_native_parity_with_numpy_forward(augreg_file, augreg_arrays, images):
   model, params = mspe_jax.load_pretrained(augreg_file)
   x = images(4, 28, 28)
   want = ref.vit_forward(augreg_arrays, x)
+  mparams = mspe_jax.init_mspe_params(params, (1, 2, 3, 4))
   for mode in ["vanilla", "pi", "resize", "mspe"]:
-    got = _apply(model.clone(patch_embed=mode), mspe_jax.init_mspe_params(params, (1, 2, 3, 4)), x)
+    got = _apply(model.clone(policy=PatchEmbed(mode)), mparams, x)
     assert ref.rel_err(got, want) < 1e-4, mode
   assert np.abs(want).max() > 1  # the random model gives non-trivial logits
 
@@ -28,7 +29,7 @@ def test_native_parity_with_numpy_forward(augreg_file, augreg_arrays, images):
 @pytest.mark.parametrize("hw", [(14, 14), (8, 12), (56, 56), (20, 28)])
 def test_vanilla_parity_at_other_sizes(augreg_file, augreg_arrays, images, hw):
   # vanilla: patch 4, the grid follows the input, position embedding resampled (bilinear).
-  model, params = mspe_jax.load_pretrained(augreg_file, patch_embed="vanilla")
+  model, params = mspe_jax.load_pretrained(augreg_file, "vanilla")
   x = images(2, *hw, seed=1)
   got = _apply(model, params, x)
   want = ref.vit_forward(augreg_arrays, x)
@@ -38,7 +39,7 @@ def test_vanilla_parity_at_other_sizes(augreg_file, augreg_arrays, images, hw):
 @pytest.mark.parametrize("hw", [(14, 14), (7, 7), (21, 35), (56, 56), (35, 14)])
 def test_pi_parity_at_other_sizes(augreg_file, augreg_arrays, images, hw):
   # pi: fixed 7x7 grid, kernel (h//7, w//7) = PI-resize from the definition.
-  model, params = mspe_jax.load_pretrained(augreg_file, patch_embed="pi")
+  model, params = mspe_jax.load_pretrained(augreg_file, "pi")
   x = images(2, *hw, seed=2)
   got = _apply(model, params, x)
   kernel = ref.pi_resize_kernel(augreg_arrays["embedding/kernel"].astype(np.float64),
@@ -58,20 +59,21 @@ def _upsample_patchwise(x, patch, factor, method):
 
 @pytest.mark.parametrize("method", ["bilinear", "bicubic"])
 def test_pi_on_upsampled_image_gives_native_logits(augreg_file, images, method):
-  model, params = mspe_jax.load_pretrained(augreg_file, patch_embed="pi", resize_method=method)
+  model, params = mspe_jax.load_pretrained(augreg_file, "pi", resize_method=method)
   x = images(4, 28, 28, seed=3)
   native = _apply(model, params, x)
   for factor in (2, 3):
     up = _upsample_patchwise(x, 4, factor, method)
     assert ref.rel_err(_apply(model, params, up), native) < 1e-4
   # Vanilla at 2x is not invariant: the baseline really differs.
-  vanilla = _apply(model.clone(patch_embed="vanilla"), params, _upsample_patchwise(x, 4, 2, method))
+  vanilla = _apply(model.clone(policy=PatchEmbed("vanilla")), params,
+                   _upsample_patchwise(x, 4, 2, method))
   assert ref.rel_err(vanilla, native) > 1e-2
 
 
 def test_pi_nearest_whole_image_upsampling_is_exact(augreg_file, images):
   # Nearest-neighbour 2x of the whole image equals patchwise upsampling.
-  model, params = mspe_jax.load_pretrained(augreg_file, patch_embed="pi", resize_method="nearest")
+  model, params = mspe_jax.load_pretrained(augreg_file, "pi", resize_method="nearest")
   x = images(4, 28, 28, seed=4)
   up = np.asarray(jax.image.resize(x, (4, 56, 56, 3), "nearest"))
   assert ref.rel_err(_apply(model, params, up), _apply(model, params, x)) < 1e-4
@@ -79,9 +81,9 @@ def test_pi_nearest_whole_image_upsampling_is_exact(augreg_file, images):
 
 def test_fresh_mspe_with_frozen_native_kernel_is_bit_identical(augreg_file, images):
   base, params = mspe_jax.load_pretrained(augreg_file)
-  model, mparams = mspe_jax.load_pretrained(augreg_file, patch_embed="mspe",
+  model, mparams = mspe_jax.load_pretrained(augreg_file, "mspe",
                                             freeze_native_kernel=True)
-  assert model.plan(28, 28)["kernel_index"] == mspe_lib.NATIVE_KERNEL
+  assert model.plan(28, 28).kernel_index == PRETRAINED_KERNEL
   x = images(4, 28, 28, seed=5)
   want = _apply(base, params, x)
   np.testing.assert_array_equal(_apply(model, mparams, x), want)
@@ -97,7 +99,7 @@ def test_fresh_mspe_with_frozen_native_kernel_is_bit_identical(augreg_file, imag
 
 
 def test_mspe_init_is_pi_resize_and_routing(augreg_file, images):
-  model, params = mspe_jax.load_pretrained(augreg_file, patch_embed="mspe")
+  model, params = mspe_jax.load_pretrained(augreg_file, "mspe")
   assert model.base_sizes == (1, 2, 3, 4)
   k0 = params["embedding"]["kernel"]
   for i, b in enumerate(model.base_sizes):
@@ -111,32 +113,33 @@ def test_mspe_init_is_pi_resize_and_routing(augreg_file, images):
   expect = {(7, 7): 0, (14, 14): 1, (21, 21): 2, (28, 28): 3, (56, 56): 3, (7, 21): 1,
             (10, 10): 0, (11, 11): 1}
   for hw, k in expect.items():
-    assert model.plan(*hw)["kernel_index"] == k, hw
+    assert model.plan(*hw).kernel_index == k, hw
   # A fresh MSPE model equals PI-resize where the routed base kernel upsamples exactly.
   x = images(2, 56, 56, seed=7)
-  pi_model = model.clone(patch_embed="pi")
+  pi_model = model.clone(policy=PatchEmbed("pi"))
   np.testing.assert_allclose(_apply(model, params, x), _apply(pi_model, params, x),
                              rtol=1e-4, atol=1e-4)
 
 
 def test_leftover_policies(augreg_file, images):
-  model, params = mspe_jax.load_pretrained(augreg_file, patch_embed="pi")
+  model, params = mspe_jax.load_pretrained(augreg_file, "pi")
   x = images(2, 18, 18, seed=8)
-  assert model.clone(leftover="crop").plan(18, 18)["kernel_hw"] == (2, 2)
-  assert model.clone(leftover="pad").plan(18, 18)["kernel_hw"] == (3, 3)
-  assert model.clone(leftover="resize").plan(18, 18)["kernel_hw"] == (3, 3)
-  crop = _apply(model.clone(leftover="crop"), params, x)
+  with_leftover = lambda how: model.clone(policy=model.policy.replace(leftover=how))  # noqa: E731
+  assert with_leftover("crop").plan(18, 18).kernel_hw == (2, 2)
+  assert with_leftover("pad").plan(18, 18).kernel_hw == (3, 3)
+  assert with_leftover("resize").plan(18, 18) == mspe_jax.Plan((3, 3), (7, 7), None, (21, 21))
+  crop = _apply(with_leftover("crop"), params, x)
   np.testing.assert_allclose(crop, _apply(model, params, x[:, 2:16, 2:16]), rtol=1e-5, atol=1e-5)
   resized = np.asarray(jax.image.resize(x, (2, 21, 21, 3), "bilinear"))
-  np.testing.assert_allclose(_apply(model.clone(leftover="resize"), params, x),
+  np.testing.assert_allclose(_apply(with_leftover("resize"), params, x),
                              _apply(model, params, resized), rtol=1e-5, atol=1e-5)
   padded = np.pad(x, ((0, 0), (1, 2), (1, 2), (0, 0)))
-  np.testing.assert_allclose(_apply(model.clone(leftover="pad"), params, x),
+  np.testing.assert_allclose(_apply(with_leftover("pad"), params, x),
                              _apply(model, params, padded), rtol=1e-5, atol=1e-5)
 
 
 def test_bad_inputs_raise_clear_errors(augreg_file):
-  model, params = mspe_jax.load_pretrained(augreg_file, patch_embed="mspe")
+  model, params = mspe_jax.load_pretrained(augreg_file, "mspe")
   apply = lambda x: model.apply({"params": params}, x)  # noqa: E731
   with pytest.raises(ValueError, match=r"6x9 px is smaller than the 7x7 token grid.*minimum"):
     apply(jnp.zeros((1, 6, 9, 3)))
@@ -149,9 +152,19 @@ def test_bad_inputs_raise_clear_errors(augreg_file):
   with pytest.raises(ValueError, match="rank 4"):
     apply(jnp.zeros((28, 28, 3)))
   with pytest.raises(ValueError, match="smaller than one 4x4 patch"):
-    model.clone(patch_embed="vanilla").apply({"params": params}, jnp.zeros((1, 3, 28, 3)))
-  with pytest.raises(ValueError, match="Unknown patch_embed"):
-    model.clone(patch_embed="flexi").apply({"params": params}, jnp.zeros((1, 28, 28, 3)))
+    model.apply({"params": params}, jnp.zeros((1, 3, 28, 3)), PatchEmbed("vanilla"))
+  with pytest.raises(ValueError, match="Unknown patch-embedding mode 'flexi'"):
+    PatchEmbed("flexi")
+  with pytest.raises(ValueError, match="Unknown leftover policy 'trim'"):
+    PatchEmbed("pi", leftover="trim")
+  with pytest.raises(ValueError, match="Forced kernel 4 out of range for 4 MSPE kernels"):
+    model.apply({"params": params}, jnp.zeros((1, 28, 28, 3)), model.policy.replace(kernel=4))
+  with pytest.raises(ValueError, match="forced kernel .* needs mode='mspe'"):
+    PatchEmbed("pi", kernel=1)
+  base, base_params = mspe_jax.load_pretrained(augreg_file)
+  with pytest.raises(ValueError, match=r"needs MSPE kernels of base sizes \(1, 2, 3, 4\), but "
+                                       r"this model declares none"):
+    base.apply({"params": base_params}, jnp.zeros((1, 28, 28, 3)), PatchEmbed("mspe"))
 
 
 def test_variants_and_pooling():
@@ -168,7 +181,7 @@ def test_variants_and_pooling():
   logits, extras = jax.eval_shape(m.apply, {"params": shapes}, jnp.zeros((2, 48, 64, 3)))
   assert logits.shape == (2, 5) and extras["pre_logits"].shape == (2, 192)
   assert extras["encoded"].shape == (2, 12, 192)  # vanilla: the grid follows the input (3x4)
-  _, extras = jax.eval_shape(m.clone(patch_embed="pi").apply, {"params": shapes},
+  _, extras = jax.eval_shape(lambda v, x: m.apply(v, x, PatchEmbed("pi")), {"params": shapes},
                              jnp.zeros((2, 48, 64, 3)))
   assert extras["encoded"].shape == (2, 4, 192)  # pi: fixed 2x2 grid
 
@@ -198,7 +211,7 @@ def test_fused_attention_is_flax_attention():
 @pytest.mark.parametrize("mode,hw", [("mspe", (10, 21)), ("mspe", (28, 28)), ("pi", (35, 14)),
                                      ("resize", (21, 21)), ("vanilla", (20, 24))])
 def test_embed_projected_equals_embed(augreg_file, mode, hw):
-  model, params = mspe_jax.load_pretrained(augreg_file, patch_embed=mode)
+  model, params = mspe_jax.load_pretrained(augreg_file, mode)
   x = jnp.asarray(np.random.default_rng(4).uniform(-1, 1, (2, *hw, 3)), jnp.float32)
   tokens = model.apply({"params": params}, x, method="embed")
   projected, q = model.apply({"params": params}, x, method="embed_projected")
@@ -227,3 +240,18 @@ def test_logits_only_encode_skips_unused_work_exactly(pool):
   np.testing.assert_allclose(grad(tokens, False), grad(tokens, True), rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(model.apply({"params": params}, x, sequence=False)[0], full,
                              rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["vanilla", "pi", "resize", "mspe"])
+def test_every_policy_works_with_parameters_closed_over_or_passed(augreg_file, mode):
+  """Ordinary JAX: ``jit(lambda x: model.apply({"params": params}, x))`` with the loaded numpy
+  parameters as constants, at sizes where the position embedding or the kernel is resampled,
+  gives what passing them as arguments gives (and what eager calls give)."""
+  model, params = mspe_jax.load_pretrained(augreg_file, mode)
+  for hw in [(14, 14), (21, 35)]:
+    x = jnp.asarray(np.random.default_rng(9).uniform(-1, 1, (2, *hw, 3)), jnp.float32)
+    closed = jax.jit(lambda x: model.apply({"params": params}, x)[0])(x)
+    passed = jax.jit(lambda p, x: model.apply({"params": p}, x)[0])(params, x)
+    eager = model.apply({"params": params}, x)[0]
+    np.testing.assert_allclose(closed, passed, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(eager, passed, rtol=1e-5, atol=1e-5)

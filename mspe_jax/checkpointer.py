@@ -1,4 +1,4 @@
-"""Orbax checkpoints for training: save every N steps, keep the last few, resume safely.
+"""Orbax train-state checkpoints: save every N steps, keep the last few, resume safely.
 
 * Saves are atomic (orbax writes a temporary directory and renames it when complete) and
   asynchronous; a failed save (disk full, ...) raises ``CheckpointSaveError`` at the next
@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import re
@@ -152,6 +150,25 @@ class Checkpointer:
         "(see the warnings above). Nothing was deleted; move the directory away to start "
         "afresh.")
 
+  def restore_as_saved(self, step: int | None = None):
+    """``(state, step)``: the newest readable step (or ``step``) with the tree it was saved
+    with, onto this process's first device (a GPU or TPU checkpoint restores on a CPU)."""
+    steps = self.steps() if step is None else [step]
+    if not steps:
+      raise ValueError(f"No checkpoint steps in {self.directory}.")
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    errors = []
+    for s in reversed(steps):
+      try:
+        meta = self._mngr().item_metadata(s).tree
+        abstract = jax.tree_util.tree_map(
+            lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), meta)
+        return self._mngr().restore(s, args=ocp.args.StandardRestore(abstract)), s
+      except Exception as e:  # noqa: BLE001
+        log.warning("Could not restore step %d from %s: %s", s, self.directory, e)
+        errors.append(f"{s}: {type(e).__name__}")
+    raise ValueError(f"No readable checkpoint in {self.directory} ({errors}).")
+
   def _move_aside(self, step: int, why: str) -> None:
     src = os.path.join(self.directory, str(step))
     n = 0
@@ -176,76 +193,3 @@ def _check_restored(state, abstract_state) -> None:
   for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(abstract_state)):
     if np.shape(a) != tuple(b.shape):
       raise ValueError(f"restored shape {np.shape(a)} differs from the expected {b.shape}")
-
-
-def abstract_like(tree, sharding):
-  """``jax.ShapeDtypeStruct`` leaves with ``sharding`` (restores onto the current devices)."""
-  def leaf(x):
-    x = np.asarray(x) if not hasattr(x, "dtype") else x
-    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
-  return jax.tree_util.tree_map(leaf, tree)
-
-
-# ---------------------------------------------------------------------- using a workdir
-
-MODEL_CONFIG = "model_config.json"
-CHECKPOINTS = "checkpoints"
-
-
-def save_model_config(workdir: str, model) -> str:
-  """Writes the ViT's constructor arguments to ``<workdir>/model_config.json``."""
-  fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-            if f.name not in ("parent", "name", "dtype")}
-  fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
-  path = os.path.join(workdir, MODEL_CONFIG)
-  with open(path + ".tmp", "w") as f:
-    json.dump(fields, f, indent=1, sort_keys=True)
-  os.replace(path + ".tmp", path)
-  return path
-
-
-def load_model_config(workdir: str):
-  """The ``ViT`` a training run in ``workdir`` used."""
-  from mspe_jax import vit as vit_lib
-  path = os.path.join(workdir, MODEL_CONFIG)
-  if not os.path.exists(path):
-    raise ValueError(f"{path} not found: {workdir} is not a training workdir of this project.")
-  with open(path) as f:
-    fields = json.load(f)
-  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-  return vit_lib.ViT(**fields)
-
-
-def restore_params(directory: str, step: int | None = None):
-  """``(params, step)`` from an orbax checkpoint directory (newest readable step by default).
-
-  Arrays land on the default device of *this* machine, whatever saved them (a GPU or TPU
-  checkpoint restores on a CPU).
-  """
-  ckpt = Checkpointer(directory)
-  mngr = ckpt._mngr()  # noqa: SLF001
-  steps = ckpt.steps() if step is None else [step]
-  if not steps:
-    raise ValueError(f"No checkpoint steps in {directory}.")
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  errors = []
-  for s in reversed(steps):
-    try:
-      meta = mngr.item_metadata(s).tree
-      abstract = jax.tree_util.tree_map(
-          lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), meta)
-      state = mngr.restore(s, args=ocp.args.StandardRestore(abstract))
-      ckpt.close()
-      return jax.device_get(state["params"]), s
-    except Exception as e:  # noqa: BLE001
-      log.warning("Could not restore step %d from %s: %s", s, directory, e)
-      errors.append(f"{s}: {type(e).__name__}")
-  ckpt.close()
-  raise ValueError(f"No readable checkpoint in {directory} ({errors}).")
-
-
-def load_from_workdir(workdir: str, step: int | None = None):
-  """``(model, params, step)`` of a training run: its ViT and its latest checkpoint."""
-  model = load_model_config(workdir)
-  params, step = restore_params(os.path.join(workdir, CHECKPOINTS), step)
-  return model, params, step

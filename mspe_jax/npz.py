@@ -1,4 +1,4 @@
-"""AugReg / big_vision ``.npz`` checkpoints in and out.
+"""AugReg / big_vision ``.npz`` files in and out: ``load_pretrained`` and ``save_npz``.
 
 Two layouts are read:
 
@@ -26,9 +26,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from mspe_jax import mspe as mspe_lib
-from mspe_jax import pi_resize
+from mspe_jax import geometry, pi_resize
 from mspe_jax import vit as vit_lib
+from mspe_jax.patch_embed import PatchEmbed, init_mspe_params
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def infer_architecture(flat: Mapping[str, np.ndarray], path: str = "<arrays>") -
 
 def expected_shapes(model: vit_lib.ViT) -> dict[str, tuple[int, ...]]:
   """Flat ``{name: shape}`` of the parameters ``model`` declares (nothing is allocated)."""
-  h, w = pi_resize.as_hw(model.image_size)
+  h, w = geometry.as_hw(model.image_size)
   dummy = jax.ShapeDtypeStruct((1, h, w, model.in_channels), np.float32)
   shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), dummy)["params"]
   return {k: tuple(v.shape) for k, v in flatten(shapes).items()}
@@ -182,30 +182,34 @@ def validate(flat: Mapping[str, np.ndarray], expected: Mapping[str, tuple], path
     raise ValueError(f"Checkpoint {path} does not fit the model:\n  " + "\n  ".join(problems))
 
 
-def load_pretrained(path: str | os.PathLike, *, variant: str | None = None,
-                    num_classes: int | None = None, patch_embed: str = "vanilla",
-                    image_size: int | None = None, **model_kwargs):
+def load_pretrained(path: str | os.PathLike, policy: PatchEmbed | str = "vanilla", *,
+                    variant: str | None = None, num_classes: int | None = None,
+                    image_size: int | None = None, **policy_fields):
   """Loads an AugReg or big_vision ``.npz`` and returns ``(model, params)``.
 
   Args:
     path: the ``.npz`` file.
+    policy: the model's patch-embedding policy (``mspe_jax.patch_embed.PatchEmbed``), or just
+      its mode (``"vanilla" | "pi" | "resize" | "mspe"``) with ``**policy_fields`` for the
+      rest (``leftover``, ``base_sizes``, ``freeze_native_kernel``, ...). An MSPE policy uses
+      the file's MSPE kernels when it has them (their base sizes unless given) and otherwise
+      initialises them from the pretrained kernel by PI-resize (bias copied).
     variant: e.g. ``"B/16"``; None infers width, depth, heads, MLP size, patch and grid from
       the arrays. When given, every array is checked against it.
     num_classes: None keeps the stored head; a different count re-initialises the head
       (zeros, logged).
-    patch_embed: ``"vanilla" | "pi" | "resize" | "mspe"``. ``"mspe"`` uses the file's MSPE
-      kernels when it has them and otherwise initialises them from the pretrained kernel by
-      PI-resize (bias copied).
     image_size: native resolution; when its token grid differs from the stored one the
       position embedding is resampled (bilinear, logged).
-    **model_kwargs: passed to ``ViT`` (``antialias``, ``leftover``, ``mspe_base_sizes``,
-      ``freeze_native_kernel``, ...).
 
   Raises:
     ValueError naming the file: unreadable, missing or unexpected keys, wrong shapes,
-    non-finite values.
+    non-finite values, MSPE base sizes that differ from the stored kernels.
   """
   path = os.fspath(path)
+  if isinstance(policy, str):
+    policy = PatchEmbed(policy, **policy_fields)
+  elif policy_fields:
+    policy = policy.replace(**policy_fields)
   flat = to_big_vision(read_npz(path), path)
   arch = infer_architecture(flat, path)
   stored_mspe = arch.pop("mspe_base_sizes", None)
@@ -215,28 +219,24 @@ def load_pretrained(path: str | os.PathLike, *, variant: str | None = None,
     arch.update(declared)
     arch["image_size"] = _size(*(g * p for g, p in zip(
         pi_resize.posemb_grid(flat["pos_embedding"]), declared["patch_size"])))
-  base_kwargs = {k: model_kwargs[k] for k in ("in_channels", "pool_type") if k in model_kwargs}
-  arch.update(base_kwargs)
 
-  # Validate the stored arrays against the architecture they claim (vanilla tree + mspe).
-  stored = vit_lib.ViT(**arch, patch_embed="vanilla")
-  expected = expected_shapes(stored)
+  # Validate the stored arrays against the architecture they claim (with their MSPE kernels).
+  stored = vit_lib.ViT(**arch)
   if stored_mspe is not None:
-    expected.update({k: v for k, v in expected_shapes(
-        stored.clone(patch_embed="mspe", mspe_base_sizes=stored_mspe)).items()
-        if k.startswith("mspe/")})
-  validate(flat, expected, path)
+    stored = stored.clone(policy=PatchEmbed("mspe", base_sizes=stored_mspe))
+  validate(flat, expected_shapes(stored), path)
 
   # Adapt to what the caller asked for.
   if image_size is not None:
-    new_grid = tuple(s // p for s, p in zip(pi_resize.as_hw(image_size, "image_size"),
+    new_grid = tuple(s // p for s, p in zip(geometry.as_hw(image_size, "image_size"),
                                              arch["patch_size"]))
     old_grid = pi_resize.posemb_grid(flat["pos_embedding"])
     if new_grid != old_grid:
       log.info("%s: resampling the position embedding from grid %s to %s.", path, old_grid,
                new_grid)
-      flat["pos_embedding"] = pi_resize.resample_posemb(flat["pos_embedding"], new_grid)
-    arch["image_size"] = _size(*pi_resize.as_hw(image_size, "image_size"))
+      flat["pos_embedding"] = np.asarray(pi_resize.resample_posemb(flat["pos_embedding"],
+                                                                   new_grid))
+    arch["image_size"] = _size(*geometry.as_hw(image_size, "image_size"))
   if num_classes is not None and num_classes != stored_classes:
     log.warning("%s: head has %d classes, %d requested: re-initialising the head (zeros).",
                 path, stored_classes, num_classes)
@@ -247,17 +247,16 @@ def load_pretrained(path: str | os.PathLike, *, variant: str | None = None,
       flat["head/bias"] = np.zeros((num_classes,), np.float32)
     arch["num_classes"] = num_classes
 
-  if patch_embed == "mspe" and stored_mspe is not None:
-    model_kwargs.setdefault("mspe_base_sizes", stored_mspe)
-    if tuple(model_kwargs["mspe_base_sizes"]) != stored_mspe:
+  if policy.mode == "mspe" and stored_mspe is not None:
+    if policy.base_sizes is None:
+      policy = policy.replace(base_sizes=stored_mspe)
+    if policy.base_sizes != stored_mspe:
       raise ValueError(f"Checkpoint {path} holds MSPE kernels of base sizes {stored_mspe}, "
-                       f"but mspe_base_sizes={tuple(model_kwargs['mspe_base_sizes'])} was asked.")
-  model = vit_lib.ViT(**arch, patch_embed=patch_embed,
-                      **{k: v for k, v in model_kwargs.items() if k not in base_kwargs})
+                       f"but base_sizes={policy.base_sizes} was asked.")
+  model = vit_lib.ViT(**arch, policy=policy)
   params = unflatten({k: np.asarray(v) for k, v in flat.items()})
-  if patch_embed == "mspe" and stored_mspe is None:
-    params = mspe_lib.init_mspe_params(params, model.base_sizes, model.resize_method,
-                                       model.antialias)
+  if model.base_sizes and stored_mspe is None:
+    params = init_mspe_params(params, model.base_sizes, policy.resize_method, policy.antialias)
   return model, params
 
 

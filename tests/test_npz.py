@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import mspe_jax
-from mspe_jax import checkpoints
+from mspe_jax import npz
 from tests import reference as ref
 
 
 def _flat(params):
-  return checkpoints.flatten(params)
+  return npz.flatten(params)
 
 
 def _assert_same_tree(a, b):
@@ -47,14 +47,14 @@ def test_architecture_is_inferred(augreg_file):
 
 
 def test_save_npz_round_trip_with_mspe(tmp_path, augreg_file, images):
-  model, params = mspe_jax.load_pretrained(augreg_file, patch_embed="mspe")
+  model, params = mspe_jax.load_pretrained(augreg_file, "mspe")
   params["mspe"]["embedding_0"]["kernel"] = params["mspe"]["embedding_0"]["kernel"] + 0.5
   path = mspe_jax.save_npz(tmp_path / "trained", params)
   assert path.endswith("trained.npz")
   keys = set(np.load(path).files)
   assert "mspe/embedding_3/kernel" in keys and "pos_embedding" in keys
   assert "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel" in keys
-  model2, params2 = mspe_jax.load_pretrained(path, patch_embed="mspe")
+  model2, params2 = mspe_jax.load_pretrained(path, "mspe")
   _assert_same_tree(params, params2)
   assert model2.base_sizes == model.base_sizes
   # The same file serves the other modes too (the mspe subtree is simply unused there).
@@ -64,7 +64,7 @@ def test_save_npz_round_trip_with_mspe(tmp_path, augreg_file, images):
       {"params": mspe_jax.load_pretrained(augreg_file)[1]}, x)[0]
   np.testing.assert_array_equal(v1, v2)
   with pytest.raises(ValueError, match=r"base sizes \(1, 2, 3, 4\)"):
-    mspe_jax.load_pretrained(path, patch_embed="mspe", mspe_base_sizes=(2, 4))
+    mspe_jax.load_pretrained(path, "mspe", base_sizes=(2, 4))
 
 
 def test_variant_checks_shapes(tmp_path, augreg_file):
@@ -145,6 +145,6 @@ def test_head_reinit_and_posemb_resampling(augreg_file, caplog, images):
 
 
 def test_loaded_params_are_numpy_and_jittable(augreg_file):
-  model, params = mspe_jax.load_pretrained(augreg_file, patch_embed="mspe")
+  model, params = mspe_jax.load_pretrained(augreg_file, "mspe")
   assert all(isinstance(v, np.ndarray) for v in jax.tree_util.tree_leaves(params))
   assert all(v.dtype == np.float32 for v in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,222 @@
+"""Patch-embedding policies: how an image of any size becomes the encoder's tokens.
+
+A policy is a value, ``PatchEmbed(mode=..., ...)``: the ViT holds one as its default and
+takes another per call (``model.apply(v, x, policy=...)``), the way big_vision's FlexiViT
+takes the sequence shape per call. ``policy.plan(h, w, patch=, grid=)`` says what happens to
+an ``h x w`` input (a ``Plan``); everything mode-specific lives in this file.
+
+Modes:
+
+* ``"vanilla"``: the pretrained kernel at patch ``p``; the grid follows the input
+  (centre-cropped to a multiple of ``p``) and the position embedding is resampled.
+* ``"pi"``: fixed ``N x N`` grid (see ``mspe_jax.geometry``), kernel ``(h//N, w//N)`` by
+  PI-resize of the pretrained one (the MSPE paper's "FlexiViT" row).
+* ``"resize"``: as ``"pi"`` but plain interpolation of the kernel (the paper's ablation).
+* ``"mspe"``: fixed grid, K kernels of base sizes ``b_k`` (default ``p * (k+1) / K``, K = 4),
+  the routed one PI-resized to ``(h//N, w//N)``.
+
+Routing (paper Eq. 10, one rule for any aspect ratio): kernel ``k`` whose base size is
+nearest to ``sqrt(kh * kw)``, the geometric mean of the effective kernel size, i.e. whose base
+resolution ``N * b_k`` is nearest to the input's effective resolution; ties go to the smaller
+base (PI-upsampling is exact). With ``freeze_native_kernel`` the pretrained kernel serves the
+native kernel size itself, so native accuracy is the pretrained model's bit for bit.
+
+Kernel resampling is one linear map ``M`` on the kernel's spatial positions
+(``kernel_matrix``): the pseudo-inverse of the image resize for ``"pi"`` and ``"mspe"``, the
+resize itself for ``"resize"``. ``resample`` applies it to a kernel (``M W``, for inference)
+and ``project`` to the patches (``M^T x``, so that the tokens are ``(M^T x) W``: training
+keeps the kernel's gradient independent of the input size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mspe_jax import geometry, pi_resize
+
+MODES = ("vanilla", "pi", "resize", "mspe")
+PRETRAINED_KERNEL = -1  # kernel index meaning "the pretrained `embedding` kernel"
+
+
+class Plan(NamedTuple):
+  """What a policy does with an ``h x w`` input."""
+  kernel_hw: tuple[int, int]   # the effective kernel (= stride)
+  grid: tuple[int, int]        # the token grid
+  kernel_index: int | None     # MSPE kernel used (PRETRAINED_KERNEL: the pretrained one);
+                               # None outside "mspe" mode
+  input_hw: tuple[int, int]    # the input after the leftover policy: grid * kernel_hw
+
+
+def default_base_sizes(patch: int, num_kernels: int = 4) -> tuple[int, ...]:
+  """Base kernel sizes ``round(p * (k+1) / K)`` (4, 8, 12, 16 for p = 16, K = 4)."""
+  if num_kernels < 1:
+    raise ValueError(f"num_kernels must be >= 1, got {num_kernels}.")
+  sizes = tuple(max(1, int(round(patch * (k + 1) / num_kernels))) for k in range(num_kernels))
+  if len(set(sizes)) != len(sizes):
+    raise ValueError(f"{num_kernels} kernels for patch {patch} give repeated base sizes {sizes}.")
+  return sizes
+
+
+def check_base_sizes(base_sizes: Sequence[int]) -> tuple[int, ...]:
+  sizes = tuple(int(b) for b in base_sizes)
+  if not sizes or min(sizes) < 1 or list(sizes) != sorted(set(sizes)):
+    raise ValueError(f"MSPE base sizes must be distinct positive ints in ascending order, "
+                     f"got {tuple(base_sizes)}.")
+  return sizes
+
+
+def route(kernel_hw: Sequence[int], base_sizes: Sequence[int]) -> int:
+  """Paper Eq. 10: index of the base size nearest to ``sqrt(kh * kw)`` (ties: smaller)."""
+  s = math.sqrt(kernel_hw[0] * kernel_hw[1])
+  return int(np.argmin([abs(b - s) for b in base_sizes]))  # argmin keeps the first on ties
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchEmbed:
+  """A patch-embedding policy (see the module docstring).
+
+  Attributes:
+    mode: ``"vanilla" | "pi" | "resize" | "mspe"``.
+    leftover: pixels past the fixed grid: ``"resize" | "crop" | "pad"``.
+    resize_method, antialias: the image resize the PI matrices invert (and the leftover resize).
+    kernel_resize_method: interpolation of the kernel in ``"resize"`` mode.
+    base_sizes: MSPE base kernel sizes (None: ``p*(k+1)/4``, k < 4).
+    freeze_native_kernel: ``"mspe"``: the pretrained kernel serves the native kernel size.
+    kernel: ``"mspe"``: force this kernel instead of routing (``PRETRAINED_KERNEL``: the
+      pretrained one); None routes.
+  """
+  mode: str = "vanilla"
+  leftover: str = "resize"
+  resize_method: str = "bilinear"
+  antialias: bool = True
+  kernel_resize_method: str = "bilinear"
+  base_sizes: tuple[int, ...] | None = None
+  freeze_native_kernel: bool = False
+  kernel: int | None = None
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"Unknown patch-embedding mode {self.mode!r}; expected one of {MODES}.")
+    if self.leftover not in geometry.LEFTOVER_POLICIES:
+      raise ValueError(f"Unknown leftover policy {self.leftover!r}; expected one of "
+                       f"{geometry.LEFTOVER_POLICIES}.")
+    geometry.canonical_method(self.resize_method)
+    geometry.canonical_method(self.kernel_resize_method)
+    if self.base_sizes is not None:  # lists (JSON, configs) become a hashable tuple
+      object.__setattr__(self, "base_sizes", check_base_sizes(self.base_sizes))
+    if self.kernel is not None and self.mode != "mspe":
+      raise ValueError(f"A forced kernel (kernel={self.kernel}) needs mode='mspe', "
+                       f"not {self.mode!r}.")
+
+  def replace(self, **changes) -> PatchEmbed:
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    out = dataclasses.asdict(self)
+    out["base_sizes"] = None if self.base_sizes is None else list(self.base_sizes)
+    return out
+
+  def kernel_sizes(self, patch: int) -> tuple[int, ...]:
+    """The MSPE base sizes for a model of patch ``patch``."""
+    return default_base_sizes(patch) if self.base_sizes is None else self.base_sizes
+
+  # ------------------------------------------------------------------ the plan
+
+  def plan(self, height: int, width: int, *, patch: Sequence[int],
+           grid: Sequence[int]) -> Plan:
+    """How an ``height x width`` input is embedded by a model of ``patch`` on ``grid``.
+
+    Raises ValueError for inputs too small for the grid (or for one patch, ``"vanilla"``).
+    """
+    patch, grid = tuple(patch), tuple(grid)
+    if self.mode == "vanilla":
+      if height < patch[0] or width < patch[1]:
+        raise ValueError(f"Input of {height}x{width} px is smaller than one {patch[0]}x"
+                         f"{patch[1]} patch (mode 'vanilla').")
+      g = (height // patch[0], width // patch[1])
+      return Plan(patch, g, None, (g[0] * patch[0], g[1] * patch[1]))
+    kernel_hw = geometry.fixed_grid_kernel((height, width), grid, self.leftover)
+    input_hw = (grid[0] * kernel_hw[0], grid[1] * kernel_hw[1])
+    if self.mode != "mspe":
+      return Plan(kernel_hw, grid, None, input_hw)
+    bases = self.kernel_sizes(patch[0])
+    if self.kernel is not None:
+      if not PRETRAINED_KERNEL <= self.kernel < len(bases):
+        raise ValueError(f"Forced kernel {self.kernel} out of range for {len(bases)} MSPE "
+                         f"kernels ({PRETRAINED_KERNEL}: the pretrained one).")
+      index = int(self.kernel)
+    elif self.freeze_native_kernel and kernel_hw == patch:
+      index = PRETRAINED_KERNEL
+    else:
+      index = route(kernel_hw, bases)
+    return Plan(kernel_hw, grid, index, input_hw)
+
+  def fit(self, images, plan: Plan):
+    """The NHWC batch cropped, padded or resized to ``plan.input_hw``."""
+    if self.mode == "vanilla":
+      return geometry.center_crop(images, plan.input_hw)
+    return geometry.fit(images, plan.input_hw, self.leftover, self.resize_method, self.antialias)
+
+  # ------------------------------------------------------------------ kernel resampling
+
+  def kernel_matrix(self, stored_hw, kernel_hw) -> np.ndarray | None:
+    """The map ``M`` (``kh*kw x sh*sw``, float64) from a kernel stored at ``stored_hw`` to one
+    of ``kernel_hw``: PI-resize, or plain interpolation in ``"resize"`` mode; None if equal."""
+    stored_hw, kernel_hw = tuple(stored_hw), tuple(kernel_hw)
+    if stored_hw == kernel_hw:
+      return None
+    if self.mode == "resize":
+      return pi_resize.resize_matrix(stored_hw, kernel_hw,
+                                     geometry.canonical_method(self.kernel_resize_method),
+                                     bool(self.antialias))
+    if self.mode == "vanilla":
+      raise ValueError(f"Mode 'vanilla' never resamples the kernel ({stored_hw} -> {kernel_hw}).")
+    return pi_resize.pinv_matrix(stored_hw, kernel_hw, self.resize_method, self.antialias)
+
+  def resample(self, kernel, kernel_hw):
+    """An HWIO ``kernel`` resampled to ``kernel_hw`` (``M @ vec(kernel)``, one matmul)."""
+    mat = self.kernel_matrix(kernel.shape[:2], kernel_hw)
+    return kernel if mat is None else pi_resize.apply_matrix(mat, kernel, tuple(kernel_hw))
+
+  def project(self, x, plan: Plan, stored_hw):
+    """The patches of a fitted batch ``x`` mapped onto a kernel stored at ``stored_hw``.
+
+    Returns ``Q`` of shape ``(B, gh, gw, sh*sw*C)`` with, for any stored kernel ``W``,
+    ``patches(x) @ resample(W) == Q @ W`` in exact arithmetic (``<x, M W> = <M^T x, W>``).
+    ``Q``'s shape does not depend on the input size, and ``W``'s gradient is ``Q^T dtokens``.
+    """
+    patches = geometry.extract_patches(x, plan.kernel_hw)
+    mat = self.kernel_matrix(stored_hw, plan.kernel_hw)
+    if mat is None:
+      return patches
+    b, gh, gw, _ = patches.shape
+    c = x.shape[-1]
+    patches = patches.reshape(b, gh, gw, plan.kernel_hw[0] * plan.kernel_hw[1], c)
+    q = jnp.einsum("bijsc,st->bijtc", patches, jnp.asarray(mat, x.dtype),
+                   precision=jax.lax.Precision.HIGHEST)
+    return q.reshape(b, gh, gw, stored_hw[0] * stored_hw[1] * c)
+
+
+def init_mspe_params(params, base_sizes: Sequence[int], method: str = "bilinear",
+                     antialias: bool = True):
+  """Returns ``params`` plus an ``mspe`` subtree initialised from ``params['embedding']``.
+
+  Each kernel ``k`` is the PI-resize of the pretrained kernel to ``(b_k, b_k)``; the bias is
+  copied. Works on numpy (float64 maths) and jax arrays; the input tree is not modified.
+  """
+  base_sizes = check_base_sizes(base_sizes)
+  kernel = params["embedding"]["kernel"]
+  bias = params["embedding"]["bias"]
+  copy = np.array if isinstance(bias, np.ndarray) else jnp.array
+  mspe = {f"embedding_{i}": {
+      "kernel": copy(pi_resize.resample_kernel(kernel, (b, b), method, antialias)),
+      "bias": copy(bias)}
+          for i, b in enumerate(base_sizes)}
+  return {**params, "mspe": mspe}

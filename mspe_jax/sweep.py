@@ -1,0 +1,211 @@
+"""Resolution and aspect-ratio sweeps: every method on the same images (also training's eval).
+
+Protocol: each evaluation image is the native-resolution central crop (``eval_preprocess``);
+the ``h x w`` input is that crop resized on device with ``jax.image.resize`` (the config's
+method and antialias, the same resize PI-resize inverts). Methods:
+
+* ``vanilla``: the pretrained kernel at patch ``p``, grid follows the input, position
+  embedding resampled;
+* ``pi``: the pretrained kernel PI-resized on the fixed grid (the paper's "FlexiViT" row:
+  no FlexiViT training);
+* ``img_resize``: the input resized back to the native resolution, unchanged model;
+* ``kernel_resize_{bilinear,bicubic,nearest}``: plain interpolation of the kernel (Fig. 8/10);
+* ``mspe`` (and any other MSPE model, e.g. ``mspe_distill``): routed by Eq. 10;
+* ``<mspe>_k{i}``: kernel ``i`` forced; ``<mspe>_oracle``: per resolution, the best of the
+  routed and per-kernel accuracies *chosen on the evaluation set itself* -- how the authors'
+  released scripts report. It is an upper bound, not a method, and is labelled so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import jax
+import jax.numpy as jnp
+import tqdm
+
+from mspe_jax import flops, geometry, jax_utils, vit
+from mspe_jax.patch_embed import PatchEmbed
+
+BASELINES = ("vanilla", "pi", "img_resize", "kernel_resize_bilinear", "kernel_resize_bicubic",
+             "kernel_resize_nearest")
+ORACLE_SUFFIX = "_oracle"
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  name: str
+  policy: PatchEmbed     # how its patch embedding treats each input size
+  model_key: str         # which model and parameters it runs ("pretrained" or an MSPE model)
+  to_native: bool = False  # img_resize: resize the input back to the native resolution
+  square_only: bool = False  # ablations (per-kernel, plain kernel resize): square sweep only
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+  sweep: str             # "square" | "fixed_height" | "fixed_width"
+  hw: tuple[int, int]
+
+
+def make_methods(base_policy: PatchEmbed, names: Iterable[str], mspe_models: dict,
+                 per_kernel: Iterable[str] = ()) -> list[Method]:
+  """Baselines on the pretrained model (``base_policy`` gives the leftover policy and resize
+  method) plus each MSPE model (``{name: ViT}``); for the MSPE models named in ``per_kernel``
+  also every kernel forced (``<name>_k{i}``), which the oracle row needs."""
+  unknown = set(per_kernel) - set(mspe_models)
+  if unknown:
+    raise ValueError(f"per_kernel names {sorted(unknown)} are not MSPE models "
+                     f"({sorted(mspe_models)}).")
+  methods = []
+  for name in names:
+    if name in mspe_models:
+      model = mspe_models[name]
+      methods.append(Method(name, model.policy, name))
+      if name in per_kernel:
+        methods += [Method(f"{name}_k{i}", model.policy.replace(kernel=i), name, square_only=True)
+                    for i in range(len(model.base_sizes))]
+    elif name in ("vanilla", "pi"):
+      methods.append(Method(name, base_policy.replace(mode=name), "pretrained"))
+    elif name == "img_resize":
+      methods.append(Method(name, base_policy.replace(mode="vanilla"), "pretrained", True))
+    elif name.startswith("kernel_resize_"):
+      method = geometry.canonical_method(name[len("kernel_resize_"):])
+      methods.append(Method(name, base_policy.replace(mode="resize", kernel_resize_method=method),
+                            "pretrained", square_only=True))
+    else:
+      raise ValueError(f"Unknown method {name!r}: expected one of {BASELINES} or an MSPE model "
+                       f"name ({sorted(mspe_models)}).")
+  return methods
+
+
+def make_shapes(config) -> list[Shape]:
+  """Square sweep, fixed height (varying width) and fixed width (varying height)."""
+  shapes = [Shape("square", (r, r)) for r in config.resolutions]
+  if config.get("fixed_height"):
+    shapes += [Shape("fixed_height", (config.fixed_height, w)) for w in config.widths]
+  if config.get("fixed_width"):
+    shapes += [Shape("fixed_width", (h, config.fixed_width)) for h in config.heights]
+  return shapes
+
+
+class Sweep:
+  """Counts correct predictions of every (method, shape).
+
+  ``models``: ``{model_key: ViT}``; every model must share the encoder architecture. Two
+  programs per evaluation: the method's patch embedding, compiled per (method, shape), and
+  the encoder, compiled per token grid (once for every fixed-grid method and size).
+  """
+
+  def __init__(self, methods: list[Method], shapes: list[Shape], models: dict, native_hw, *,
+               mesh, resize_method: str = "bilinear", antialias: bool = True):
+    self.methods = {m.name: m for m in methods}
+    self.shapes = shapes
+    self.models = models
+    self.native_hw = tuple(native_hw)
+    self.mesh = mesh
+    self.resize_method, self.antialias = resize_method, antialias
+    self._embed = jax.jit(self._embed_tokens, static_argnames=("method", "hw"),
+                          out_shardings=jax_utils.batch_sharded(mesh))
+    self._encode = jax.jit(self._encode_count, out_shardings=jax_utils.replicated(mesh))
+    self._encoder_model = models[methods[0].model_key]
+    self.skipped: dict[tuple[str, tuple[int, int]], str] = {}
+
+  def _input_hw(self, method: Method, hw):
+    return self.native_hw if method.to_native else tuple(hw)
+
+  def plan(self, method: Method, hw):
+    """The method's ``Plan`` for an ``hw`` input."""
+    return self.models[method.model_key].plan(*self._input_hw(method, hw), method.policy)
+
+  def _embed_tokens(self, params, images, *, method, hw):
+    m = self.methods[method]
+    x = geometry.resize_images(images, hw, self.resize_method, self.antialias)
+    if m.to_native:
+      x = geometry.resize_images(x, self.native_hw, self.resize_method, self.antialias)
+    return self.models[m.model_key].apply({"params": params}, x, m.policy, method="embed")
+
+  def _encode_count(self, enc_params, tokens, labels, mask):
+    logits = self._encoder_model.apply({"params": enc_params}, tokens, sequence=False,
+                                       method="encode")[0]
+    return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
+
+  def runnable(self, method: Method, hw) -> bool:
+    """False (and remembered why) when a method cannot take an input, e.g. below one patch."""
+    key = (method.name, tuple(hw))
+    if key in self.skipped:
+      return False
+    if method.square_only and hw[0] != hw[1]:
+      return False
+    try:
+      self.plan(method, hw)
+      return True
+    except ValueError as e:
+      self.skipped[key] = str(e)
+      return False
+
+  def run(self, params_by_key: dict, batches, num_batches: int | None = None,
+          progress: bool = True) -> tuple[dict, float]:
+    """``({(method, hw): correct}, examples)`` over ``batches`` (dicts with image/label/mask)."""
+    pairs = [(m, s.hw) for s in self.shapes for m in self.methods.values()
+             if self.runnable(m, s.hw) and not (m.square_only and s.sweep != "square")]
+    pairs = list(dict.fromkeys((m.name, hw) for m, hw in pairs))
+    correct = {p: 0 for p in pairs}
+    total = 0.0
+    bar = tqdm.tqdm(total=None if num_batches is None else num_batches * len(pairs),
+                    desc="eval sweep", unit="eval", disable=not progress, mininterval=2.0)
+    for batch in batches:
+      gb = jax_utils.shard_batch(batch, self.mesh)
+      counts = {}
+      for name, hw in pairs:
+        params = params_by_key[self.methods[name].model_key]
+        tokens = self._embed(params, gb["image"], method=name, hw=hw)
+        counts[(name, hw)] = self._encode(vit.encoder_params(params), tokens, gb["label"],
+                                          gb["mask"])
+        bar.update(1)
+      for k, v in jax.device_get(counts).items():
+        correct[k] += int(v)
+      total += float(batch["mask"].sum())
+    bar.close()
+    return correct, total
+
+  def compiled_programs(self) -> dict[str, int]:
+    """``{"embed": per (method, shape), "encoder": per token grid}``."""
+    return {"embed": self._embed._cache_size(),  # noqa: SLF001
+            "encoder": self._encode._cache_size()}  # noqa: SLF001
+
+
+def rows(sweep: Sweep, correct: dict, total: float, mspe_names: Iterable[str]) -> list[dict]:
+  """One row per (method, shape) with top-1 and FLOPs; adds the labelled oracle rows."""
+  out = []
+  for shape in sweep.shapes:
+    for name, m in sweep.methods.items():
+      row = {"method": name, "sweep": shape.sweep, "height": shape.hw[0], "width": shape.hw[1]}
+      if m.square_only and shape.sweep != "square":
+        continue
+      if (name, shape.hw) not in correct:
+        out.append({**row, "top1": None, "note": sweep.skipped.get((name, shape.hw), "")})
+        continue
+      plan = sweep.plan(m, shape.hw)
+      fl = flops.vit_flops(sweep.models[m.model_key], plan)
+      out.append({**row, "top1": correct[(name, shape.hw)] / max(total, 1.0),
+                  "correct": correct[(name, shape.hw)], "count": int(total), **fl,
+                  "kernel_hw": list(plan.kernel_hw), "grid": list(plan.grid),
+                  "kernel_index": plan.kernel_index})
+  for name in mspe_names:
+    if not any(m.startswith(f"{name}_k") for m in sweep.methods):
+      continue  # no per-kernel rows: no oracle to report
+    for shape in sweep.shapes:
+      same = [r for r in out if r["height"] == shape.hw[0] and r["width"] == shape.hw[1]
+              and r["sweep"] == shape.sweep and r.get("top1") is not None
+              and (r["method"] == name or r["method"].startswith(f"{name}_k"))]
+      if not any(r["method"] != name for r in same):
+        continue  # no per-kernel rows at this shape (they are square-sweep only)
+      best = max(same, key=lambda r: r["top1"])
+      out.append({"method": name + ORACLE_SUFFIX, "sweep": shape.sweep, "height": shape.hw[0],
+                  "width": shape.hw[1], "top1": best["top1"], "correct": best["correct"],
+                  "count": best["count"], "gflops": best["gflops"],
+                  "patch_gflops": best["patch_gflops"], "kernel_hw": best["kernel_hw"],
+                  "grid": best["grid"], "kernel_index": best["kernel_index"],
+                  "note": "oracle: best kernel chosen on the evaluation set itself"})
+  return out

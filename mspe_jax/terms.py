@@ -1,0 +1,80 @@
+"""The loss terms of paper Eq. 7: one resolution per MSPE kernel per step, plus the native term.
+
+Each kernel ``k`` has a subset ``S_k`` of resolutions; a step draws one from each (a pure
+function of ``(seed, step)``, so a resumed run draws what an uninterrupted one draws) and adds
+``lambda`` times the native-resolution term for the kernel that serves the native size (unless
+that is the frozen pretrained kernel). A term that coincides with another is folded into it
+(weights add), so every (kernel, resolution) is computed once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from mspe_jax import geometry, patch_embed
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+  """One loss term: MSPE kernel ``kernel`` (None: as the model routes) at ``hw``, weighted."""
+  kernel: int | None
+  hw: tuple[int, int]
+  weight: float
+
+  @property
+  def name(self) -> str:
+    who = "native" if self.kernel is None else f"k{self.kernel}"
+    return f"{who}_{self.hw[0]}x{self.hw[1]}"
+
+
+def as_hw_list(subset) -> tuple[tuple[int, int], ...]:
+  """``(7, 14, (10, 20))`` -> ``((7, 7), (14, 14), (10, 20))``."""
+  return tuple(geometry.as_hw(r, "resolution") for r in subset)
+
+
+def default_subsets(model, max_scale: float = 2.0) -> tuple[tuple[tuple[int, int], ...], ...]:
+  """Every multiple of the grid from N to ``max_scale * R``, grouped by the routing rule."""
+  n = model.grid[0]
+  subsets = [[] for _ in model.base_sizes]
+  for s in range(1, int(math.floor(max_scale * model.patch[0])) + 1):
+    subsets[patch_embed.route((s, s), model.base_sizes)].append((n * s, n * s))
+  return tuple(tuple(s) for s in subsets)
+
+
+def validate_subsets(subsets, model) -> tuple[tuple[tuple[int, int], ...], ...]:
+  """One non-empty subset per MSPE kernel, every resolution at least the token grid."""
+  if not subsets:
+    return default_subsets(model)
+  k = len(model.base_sizes)
+  if len(subsets) != k:
+    raise ValueError(f"Expected one resolution subset per MSPE kernel ({k}), got "
+                     f"{len(subsets)}: {subsets}.")
+  out = []
+  gh, gw = model.grid
+  for i, subset in enumerate(subsets):
+    hws = as_hw_list(subset)
+    if not hws:
+      raise ValueError(f"Resolution subset {i} (kernel base size {model.base_sizes[i]}) is empty.")
+    small = [hw for hw in hws if hw[0] < gh or hw[1] < gw]
+    if small:
+      raise ValueError(f"Resolution subset {i} has sizes {small} below the {gh}x{gw} token grid "
+                       f"(minimum {gh}x{gw} px).")
+    out.append(hws)
+  return tuple(out)
+
+
+def draw_terms(step: int, seed: int, subsets, model, lam: float) -> list[Term]:
+  """The loss terms of one MSPE step (a pure function of ``(seed, step)``)."""
+  rng = np.random.default_rng([seed, step, 0x5EED])
+  weights: dict[tuple[int, tuple[int, int]], float] = {}
+  for k, subset in enumerate(subsets):
+    hw = subset[int(rng.integers(len(subset)))]
+    weights[(k, hw)] = weights.get((k, hw), 0.0) + 1.0
+  native_hw = geometry.as_hw(model.image_size)
+  native_k = model.plan(*native_hw).kernel_index
+  if lam and native_k != patch_embed.PRETRAINED_KERNEL:  # a frozen kernel has nothing to learn
+    weights[(native_k, native_hw)] = weights.get((native_k, native_hw), 0.0) + float(lam)
+  return [Term(k, hw, w) for (k, hw), w in sorted(weights.items())]
