@@ -28,7 +28,7 @@ demo: setup
 	$(PY) train.py --config configs/fashion_mnist_mspe.py --workdir $(DEMO)
 	$(PY) train.py --config configs/fashion_mnist_mspe_distill.py --workdir $(DEMO)_distill
 	$(PY) eval.py --config configs/fashion_mnist_eval.py --workdir $(DEMO) \
-	  --config.mspe_models=mspe=$(DEMO),mspe_distill=$(DEMO)_distill
+	  --config.compare.mspe_distill=$(DEMO)_distill
 
 bench: setup
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0

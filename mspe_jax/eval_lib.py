@@ -49,9 +49,10 @@ def load_model(path: str, overrides: dict):
   return model, params, f"orbax checkpoint step {step} in {os.path.abspath(path)}"
 
 
-def evaluate(config, workdir_path: str) -> dict:
+def evaluate(config, workdir_path: str, out_dir: str | None = None) -> dict:
   """Runs the sweep of ``config`` with the model trained in ``workdir_path``; writes
-  ``<workdir>/eval/results.{md,json,csv}`` and plots. Returns rows, protocol, paths, markdown."""
+  ``results.{md,json,csv}`` and plots to ``out_dir`` (default ``<workdir>/eval``). Returns
+  rows, protocol, paths and the markdown."""
   mesh = jax_utils.make_mesh()
   jax_utils.check_batch(config.batch_size, mesh)
   overrides = {k: v for k, v in (("leftover", config.leftover),
@@ -95,10 +96,10 @@ def evaluate(config, workdir_path: str) -> dict:
       "resize_method": resize_method, "antialias": config.antialias,
       "routing": ROUTING, "leftover": base.policy.leftover, "checkpoints": identities,
       "compiled_eval_programs": runner.compiled_programs(),
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
       "jax": jax.__version__, "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
   }
-  paths = report.write(os.path.join(workdir_path, "eval"), rows, protocol)
+  paths = report.write(out_dir or os.path.join(workdir_path, "eval"), rows, protocol)
   log.info("Eval compiled %s sweep programs (%d XLA programs in all).",
            runner.compiled_programs(), compiles()["programs"])
   with open(paths["md"]) as f:

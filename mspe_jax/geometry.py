@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import einops
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,10 +105,9 @@ def extract_patches(x, kernel_hw):
 
   Flattened in the order of an HWIO kernel's ``reshape(kh*kw*C, D)``.
   """
-  b, h, w, c = x.shape
+  _, h, w, _ = x.shape
   kh, kw = kernel_hw
   gh, gw = h // kh, w // kw
   if gh * kh != h or gw * kw != w:
     raise ValueError(f"Input {h}x{w} is not a multiple of the kernel {kh}x{kw}.")
-  patches = x.reshape(b, gh, kh, gw, kw, c).transpose(0, 1, 3, 2, 4, 5)
-  return patches.reshape(b, gh, gw, kh * kw * c)
+  return einops.rearrange(x, "b (gh kh) (gw kw) c -> b gh gw (kh kw c)", kh=kh, kw=kw)

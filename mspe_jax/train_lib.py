@@ -32,7 +32,7 @@ from clu import periodic_actions
 from mspe_jax import data, geometry, jax_utils, losses, metrics, npz, optim, sweep, terms, vit
 from mspe_jax.checkpointer import Checkpointer
 from mspe_jax.full_step import FullStep
-from mspe_jax.guard import NonFiniteError, NonFiniteGuard  # noqa: F401  (re-exported)
+from mspe_jax.guard import NonFiniteGuard
 from mspe_jax.mspe_step import MSPEStep
 from mspe_jax.patch_embed import PatchEmbed
 from mspe_jax.workdir import CHECKPOINTS, save_model_config

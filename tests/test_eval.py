@@ -81,3 +81,13 @@ def test_json_has_every_method_and_shape_and_the_protocol(demo_runs):
   assert programs["embed"] == len(pairs)  # one per (method, shape)
   vanilla_grids = {tuple(r["grid"]) for r in doc["rows"] if r["method"] == "vanilla"}
   assert programs["encoder"] == len(vanilla_grids | {(7, 7)})  # one per token grid
+
+
+def test_eval_of_a_folder_that_is_not_a_training_run_says_so(tmp_path):
+  """eval.py evaluates the --workdir's own run; an empty folder is an error, not another
+  model's table."""
+  from configs import fashion_mnist_eval
+  from mspe_jax import eval_lib
+  with pytest.raises(ValueError, match=r"is neither an .npz file nor a training workdir \(no "
+                                       r"model_config.json\)"):
+    eval_lib.evaluate(fashion_mnist_eval.get_config("smoke"), str(tmp_path))

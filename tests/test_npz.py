@@ -2,25 +2,18 @@
 
 import logging
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import mspe_jax
-from mspe_jax import npz
 from tests import reference as ref
 
 
-def _flat(params):
-  return npz.flatten(params)
-
-
 def _assert_same_tree(a, b):
-  fa, fb = _flat(a), _flat(b)
-  assert sorted(fa) == sorted(fb)
-  for k in fa:
-    np.testing.assert_array_equal(np.asarray(fa[k]), np.asarray(fb[k]), err_msg=k)
+  chex.assert_trees_all_equal(a, b)  # same keys, shapes, dtypes and values
 
 
 def test_augreg_and_big_vision_layouts_give_the_same_params(tmp_path, augreg_file, augreg_arrays):

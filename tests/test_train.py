@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -236,8 +237,7 @@ def test_factored_kernel_gradient_is_the_gradient_of_the_whole_model(augreg_file
       return term.weight * ce(logits, batch["label"], None)
     want_value, want = jax.value_and_grad(loss)(params["mspe"])
     np.testing.assert_allclose(term.weight * values[0], want_value, rtol=1e-5)
-    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-6)
     assert np.abs(got[f"embedding_{term.kernel}"]["kernel"]).sum() > 0
 
 

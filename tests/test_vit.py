@@ -1,5 +1,6 @@
 """The ViT against an independent numpy forward pass, and the exactness of PI / MSPE."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,11 +180,11 @@ def test_variants_and_pooling():
   shapes = jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
   assert "cls" not in shapes and shapes["pos_embedding"].shape == (1, 4, 192)
   logits, extras = jax.eval_shape(m.apply, {"params": shapes}, jnp.zeros((2, 48, 64, 3)))
-  assert logits.shape == (2, 5) and extras["pre_logits"].shape == (2, 192)
-  assert extras["encoded"].shape == (2, 12, 192)  # vanilla: the grid follows the input (3x4)
+  chex.assert_shape([logits, extras["pre_logits"]], [(2, 5), (2, 192)])
+  chex.assert_shape(extras["encoded"], (2, 12, 192))  # vanilla: the grid follows the input (3x4)
   _, extras = jax.eval_shape(lambda v, x: m.apply(v, x, PatchEmbed("pi")), {"params": shapes},
                              jnp.zeros((2, 48, 64, 3)))
-  assert extras["encoded"].shape == (2, 4, 192)  # pi: fixed 2x2 grid
+  chex.assert_shape(extras["encoded"], (2, 4, 192))  # pi: fixed 2x2 grid
 
 
 def test_fused_attention_is_flax_attention():
@@ -198,9 +199,7 @@ def test_fused_attention_is_flax_attention():
   want_params = flax_mha.init(jax.random.key(3), x, x)["params"]
   ours = attention.MultiHeadDotProductAttention(num_heads=4)
   got_params = ours.init(jax.random.key(3), x)["params"]
-  assert jax.tree_util.tree_structure(got_params) == jax.tree_util.tree_structure(want_params)
-  for a, b in zip(jax.tree_util.tree_leaves(got_params), jax.tree_util.tree_leaves(want_params)):
-    np.testing.assert_array_equal(a, b)
+  chex.assert_trees_all_equal(got_params, want_params)  # structure, shapes and values
   want = flax_mha.apply({"params": want_params}, x, x)
   got = ours.apply({"params": want_params}, x)
   assert ref.rel_err(got, want) < 1e-5
