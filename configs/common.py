@@ -32,6 +32,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.mspe = ml_collections.ConfigDict()
   c.mspe.base_sizes = ()      # (): p * (k+1) / 4, k < 4
   c.mspe.resolutions = ()     # one tuple of sizes (px) per kernel; (): routing-derived
+  c.mspe.kernel_ranges = ()   # per kernel (lo, hi) effective kernel px per axis; overrides
+                              # resolutions: every (N*ph, N*pw), ph, pw in lo..hi
+  c.mspe.aspect = "independent"  # kernel_ranges: "independent" axes | "square" only
+  c.mspe.range_step = 1       # kernel_ranges: a coarser grid of shapes (fewer programs)
+  c.mspe.routing = "geometric"  # "geometric" | "larger" | "smaller" | "range" (see patch_embed)
   c.mspe.lam = 1.0            # weight of the native-resolution term (paper Eq. 7)
   c.mspe.freeze_native_kernel = False
 

@@ -15,11 +15,13 @@ Modes:
 * ``"mspe"``: fixed grid, K kernels of base sizes ``b_k`` (default ``p * (k+1) / K``, K = 4),
   the routed one PI-resized to ``(h//N, w//N)``.
 
-Routing (paper Eq. 10, one rule for any aspect ratio): kernel ``k`` whose base size is
-nearest to ``sqrt(kh * kw)``, the geometric mean of the effective kernel size, i.e. whose base
-resolution ``N * b_k`` is nearest to the input's effective resolution; ties go to the smaller
-base (PI-upsampling is exact). With ``freeze_native_kernel`` the pretrained kernel serves the
-native kernel size itself, so native accuracy is the pretrained model's bit for bit.
+Routing (paper Eq. 10, one rule for any aspect ratio; ``route``): by default kernel ``k`` whose
+base size is nearest to ``sqrt(kh * kw)``, the geometric mean of the effective kernel size,
+i.e. whose base resolution ``N * b_k`` is nearest to the input's effective resolution; ties go
+to the smaller base (PI-upsampling is exact). ``routing`` also offers the larger or the smaller
+side, or the kernel whose per-axis training range holds the shape. With
+``freeze_native_kernel`` the pretrained kernel serves the native kernel size itself, so native
+accuracy is the pretrained model's bit for bit.
 
 Kernel resampling is one linear map ``M`` on the kernel's spatial positions
 (``kernel_matrix``): the pseudo-inverse of the image resize for ``"pi"`` and ``"mspe"``, the
@@ -72,9 +74,34 @@ def check_base_sizes(base_sizes: Sequence[int]) -> tuple[int, ...]:
   return sizes
 
 
-def route(kernel_hw: Sequence[int], base_sizes: Sequence[int]) -> int:
-  """Paper Eq. 10: index of the base size nearest to ``sqrt(kh * kw)`` (ties: smaller)."""
-  s = math.sqrt(kernel_hw[0] * kernel_hw[1])
+ROUTINGS = ("geometric", "larger", "smaller", "range")
+
+
+def route(kernel_hw: Sequence[int], base_sizes: Sequence[int], rule: str = "geometric",
+          kernel_ranges: Sequence[Sequence[int]] | None = None) -> int:
+  """Paper Eq. 10 for any aspect ratio: the index of the kernel that serves ``kernel_hw``.
+
+  ``"geometric"`` (default): the base size nearest to ``sqrt(kh * kw)``; ``"larger"`` /
+  ``"smaller"``: nearest to ``max`` / ``min(kh, kw)``; ties go to the smaller base.
+  ``"range"``: the first kernel whose per-axis training range ``kernel_ranges[k] = (lo, hi)``
+  holds both ``kh`` and ``kw``, else (a shape no kernel trained on) ``"geometric"``.
+  """
+  kh, kw = kernel_hw
+  if rule == "range":
+    if kernel_ranges is None:
+      raise ValueError("routing='range' needs kernel_ranges (one (lo, hi) per kernel).")
+    for k, (lo, hi) in enumerate(kernel_ranges):
+      if lo <= kh <= hi and lo <= kw <= hi:
+        return k
+    rule = "geometric"
+  if rule == "geometric":
+    s = math.sqrt(kh * kw)
+  elif rule == "larger":
+    s = max(kh, kw)
+  elif rule == "smaller":
+    s = min(kh, kw)
+  else:
+    raise ValueError(f"Unknown routing {rule!r}; expected one of {ROUTINGS}.")
   return int(np.argmin([abs(b - s) for b in base_sizes]))  # argmin keeps the first on ties
 
 
@@ -91,6 +118,9 @@ class PatchEmbed:
     freeze_native_kernel: ``"mspe"``: the pretrained kernel serves the native kernel size.
     kernel: ``"mspe"``: force this kernel instead of routing (``PRETRAINED_KERNEL``: the
       pretrained one); None routes.
+    routing: ``"mspe"``: how a kernel is chosen (see ``route``).
+    kernel_ranges: ``"mspe"``: each kernel's per-axis training range of effective kernel
+      sizes ``(lo, hi)`` in px, for ``routing="range"``.
   """
   mode: str = "vanilla"
   leftover: str = "resize"
@@ -100,6 +130,8 @@ class PatchEmbed:
   base_sizes: tuple[int, ...] | None = None
   freeze_native_kernel: bool = False
   kernel: int | None = None
+  routing: str = "geometric"
+  kernel_ranges: tuple[tuple[int, int], ...] | None = None
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -111,6 +143,16 @@ class PatchEmbed:
     geometry.canonical_method(self.kernel_resize_method)
     if self.base_sizes is not None:  # lists (JSON, configs) become a hashable tuple
       object.__setattr__(self, "base_sizes", check_base_sizes(self.base_sizes))
+    if self.routing not in ROUTINGS:
+      raise ValueError(f"Unknown routing {self.routing!r}; expected one of {ROUTINGS}.")
+    if self.kernel_ranges is not None:
+      ranges = tuple(tuple(int(v) for v in r) for r in self.kernel_ranges)
+      if any(len(r) != 2 or not 1 <= r[0] <= r[1] for r in ranges):
+        raise ValueError(f"kernel_ranges must be (lo, hi) pairs with 1 <= lo <= hi, got "
+                         f"{self.kernel_ranges}.")
+      object.__setattr__(self, "kernel_ranges", ranges)
+    if self.routing == "range" and self.kernel_ranges is None:
+      raise ValueError("routing='range' needs kernel_ranges (one (lo, hi) per kernel).")
     if self.kernel is not None and self.mode != "mspe":
       raise ValueError(f"A forced kernel (kernel={self.kernel}) needs mode='mspe', "
                        f"not {self.mode!r}.")
@@ -121,6 +163,8 @@ class PatchEmbed:
   def to_dict(self) -> dict[str, Any]:
     out = dataclasses.asdict(self)
     out["base_sizes"] = None if self.base_sizes is None else list(self.base_sizes)
+    out["kernel_ranges"] = (None if self.kernel_ranges is None
+                            else [list(r) for r in self.kernel_ranges])
     return out
 
   def kernel_sizes(self, patch: int) -> tuple[int, ...]:
@@ -155,7 +199,10 @@ class PatchEmbed:
     elif self.freeze_native_kernel and kernel_hw == patch:
       index = PRETRAINED_KERNEL
     else:
-      index = route(kernel_hw, bases)
+      if self.kernel_ranges is not None and len(self.kernel_ranges) != len(bases):
+        raise ValueError(f"{len(self.kernel_ranges)} kernel_ranges for {len(bases)} MSPE "
+                         "kernels.")
+      index = route(kernel_hw, bases, self.routing, self.kernel_ranges)
     return Plan(kernel_hw, grid, index, input_hw)
 
   def fit(self, images, plan: Plan):

@@ -44,6 +44,48 @@ def default_subsets(model, max_scale: float = 2.0) -> tuple[tuple[tuple[int, int
   return tuple(tuple(s) for s in subsets)
 
 
+ASPECTS = ("independent", "square")
+
+
+def range_subsets(model, kernel_ranges, aspect: str = "independent",
+                  step: int = 1) -> tuple[tuple[tuple[int, int], ...], ...]:
+  """Subsets from each kernel's per-axis range ``(lo, hi)`` of effective kernel sizes (px).
+
+  ``"independent"`` (the authors' released recipe): every ``(gh * ph, gw * pw)`` with ``ph``
+  and ``pw`` in ``lo, lo + step, ..., hi`` (``hi`` always included), so a uniform draw from
+  the subset draws height and width independently and each kernel sees many aspect ratios;
+  ``"square"``: ``ph == pw`` only (the ablation). ``step > 1`` is the coarser grid that
+  bounds the number of shapes, and so of compiled programs (one per shape).
+  """
+  if aspect not in ASPECTS:
+    raise ValueError(f"Unknown aspect {aspect!r}; expected one of {ASPECTS}.")
+  if step < 1:
+    raise ValueError(f"range step must be >= 1, got {step}.")
+  if len(kernel_ranges) != len(model.base_sizes):
+    raise ValueError(f"Expected one kernel range per MSPE kernel ({len(model.base_sizes)}), "
+                     f"got {len(kernel_ranges)}: {kernel_ranges}.")
+  gh, gw = model.grid
+  subsets = []
+  for k, r in enumerate(kernel_ranges):
+    lo, hi = (int(v) for v in r)
+    if not 1 <= lo <= hi:
+      raise ValueError(f"Kernel range {k} must be (lo, hi) with 1 <= lo <= hi, got {tuple(r)}.")
+    sizes = sorted(set(range(lo, hi + 1, step)) | {hi})
+    pairs = ([(p, p) for p in sizes] if aspect == "square"
+             else [(ph, pw) for ph in sizes for pw in sizes])
+    subsets.append(tuple((gh * ph, gw * pw) for ph, pw in pairs))
+  return tuple(subsets)
+
+
+def subsets_from_config(mspe_config, model) -> tuple[tuple[tuple[int, int], ...], ...]:
+  """``kernel_ranges`` (per-axis ranges) when given, else ``resolutions`` (explicit sizes),
+  else every multiple of the grid grouped by the routing rule."""
+  if mspe_config.kernel_ranges:
+    return range_subsets(model, mspe_config.kernel_ranges, mspe_config.aspect,
+                         mspe_config.range_step)
+  return validate_subsets(mspe_config.resolutions, model)
+
+
 def validate_subsets(subsets, model) -> tuple[tuple[tuple[int, int], ...], ...]:
   """One non-empty subset per MSPE kernel, every resolution at least the token grid."""
   if not subsets:

@@ -73,7 +73,9 @@ def model_policy(config) -> PatchEmbed:
   if config.mode != "mspe":
     return PatchEmbed("vanilla", **fields)
   return PatchEmbed("mspe", base_sizes=tuple(config.mspe.base_sizes) or None,
-                    freeze_native_kernel=config.mspe.freeze_native_kernel, **fields)
+                    freeze_native_kernel=config.mspe.freeze_native_kernel,
+                    routing=config.mspe.routing,
+                    kernel_ranges=tuple(config.mspe.kernel_ranges) or None, **fields)
 
 
 def build_model(config):
@@ -108,9 +110,11 @@ def term_sampler(config, model):
   if config.mode == "full":
     native = [terms.Term(None, geometry.as_hw(model.image_size), 1.0)]
     return lambda index: native
-  subsets = terms.validate_subsets(config.mspe.resolutions, model)
-  log.info("MSPE kernels %s, resolution subsets %s, lambda=%s, freeze_native_kernel=%s.",
-           model.base_sizes, subsets, config.mspe.lam, model.policy.freeze_native_kernel)
+  subsets = terms.subsets_from_config(config.mspe, model)
+  log.info("MSPE kernels %s, resolution subsets %s (%d shapes), lambda=%s, "
+           "freeze_native_kernel=%s, routing=%s.", model.base_sizes, subsets,
+           sum(len(s) for s in subsets), config.mspe.lam, model.policy.freeze_native_kernel,
+           model.policy.routing)
   return lambda index: terms.draw_terms(index, config.seed, subsets, model, config.mspe.lam)
 
 

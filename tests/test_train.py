@@ -260,3 +260,60 @@ def test_encoder_chains_change_the_schedule_not_the_result(augreg_file):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
   assert cpu_tuning.encoder_chains(jax_utils.make_mesh()) == (
       min(4, 2 * os.cpu_count()) if jax.default_backend() == "cpu" else 1)
+
+
+def test_per_axis_ranges_give_every_aspect_ratio_and_the_run_draws_them(augreg_file, tmp_path):
+  """kernel_ranges (the authors' recipe): height and width drawn independently from each
+  kernel's range; a run's logged terms show the shapes its config says, non-square ones too."""
+  from mspe_jax import train_lib
+  model, _ = npz.load_pretrained(augreg_file, "mspe")
+  ranges = ((1, 2), (2, 3), (3, 4), (4, 6))
+  subsets = terms.range_subsets(model, ranges)
+  assert [len(s) for s in subsets] == [4, 4, 4, 9]
+  assert subsets[0] == ((7, 7), (7, 14), (14, 7), (14, 14))
+  assert terms.range_subsets(model, ranges, "square")[3] == ((28, 28), (35, 35), (42, 42))
+  assert terms.range_subsets(model, ((1, 8),) * 4, step=3)[0][-3:] == ((56, 28), (56, 49),
+                                                                         (56, 56))  # hi kept
+  with pytest.raises(ValueError, match="one kernel range per MSPE kernel"):
+    terms.range_subsets(model, ranges[:2])
+  with pytest.raises(ValueError, match=r"Kernel range 1 must be \(lo, hi\)"):
+    terms.range_subsets(model, ((1, 2), (3, 2), (3, 4), (4, 6)))
+
+  cfg = fashion_mnist_mspe.get_config("smoke")
+  cfg.init_file = str(augreg_file)
+  cfg.mspe.kernel_ranges = ranges
+  cfg.mspe.freeze_native_kernel = False
+  cfg.total_steps, cfg.log_every, cfg.eval_every = 12, 1, None
+  cfg.progress_bar = False
+  cfg.compilation_cache_dir = str(tmp_path / "cache")
+  out = train_lib.train_and_evaluate(cfg, str(tmp_path / "run"))
+  lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  drawn = {(int(k.split("_")[1][1:]), tuple(int(v) for v in k.split("_")[2].split("x")))
+           for line in lines for k in line if k.startswith("train/loss_k")}
+  for k, hw in drawn:
+    assert hw in subsets[k] or hw == (28, 28), (k, hw)  # (28, 28): the native term (lambda)
+  assert any(h != w for _, (h, w) in drawn)
+  # one program per distinct shape drawn, the encoder once, the update once or twice
+  assert out["programs/bucket"] == len(drawn) and out["programs/encoder"] == 1
+  assert out["programs/update"] <= 2
+
+
+@pytest.mark.parametrize("rule,table", [
+    ("geometric", {(1, 1): 0, (1, 4): 1, (2, 8): 3, (4, 1): 1, (3, 2): 1, (1, 3): 1, (2, 3): 1}),
+    ("larger", {(1, 1): 0, (1, 4): 3, (2, 8): 3, (4, 1): 3, (3, 2): 2, (1, 3): 2, (2, 3): 2}),
+    ("smaller", {(1, 1): 0, (1, 4): 0, (2, 8): 1, (4, 1): 0, (3, 2): 1, (1, 3): 0, (2, 3): 1}),
+    # range: the first kernel whose per-axis range holds both sides, else geometric
+    ("range", {(1, 1): 0, (1, 4): 1, (2, 8): 3, (4, 1): 1, (3, 2): 1, (1, 3): 1, (2, 3): 1,
+               (3, 4): 2, (4, 6): 3, (2, 2): 0}),
+])
+def test_routing_of_non_square_shapes_follows_the_documented_rule(rule, table):
+  from mspe_jax.patch_embed import PatchEmbed
+  policy = PatchEmbed("mspe", routing=rule, kernel_ranges=((1, 2), (2, 3), (3, 4), (4, 6)),
+                      base_sizes=(1, 2, 3, 4))
+  for kernel_hw, k in table.items():
+    hw = (7 * kernel_hw[0], 7 * kernel_hw[1])
+    assert policy.plan(*hw, patch=(4, 4), grid=(7, 7)).kernel_index == k, (rule, kernel_hw)
+  with pytest.raises(ValueError, match="Unknown routing 'area'"):
+    PatchEmbed("mspe", routing="area")
+  with pytest.raises(ValueError, match="routing='range' needs kernel_ranges"):
+    PatchEmbed("mspe", routing="range")
