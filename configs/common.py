@@ -6,7 +6,7 @@ Every field a run can read exists here, so the configs stay locked: a misspelt
 """
 
 import ml_collections
-from ml_collections.config_dict import FieldReference, placeholder
+from ml_collections.config_dict import placeholder
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -100,10 +100,11 @@ def eval_config() -> ml_collections.ConfigDict:
   c.methods = ("vanilla", "pi", "img_resize", "kernel_resize_bilinear", "kernel_resize_bicubic",
                "kernel_resize_nearest")
   c.resolutions = ()        # the square sweep (px)
-  c.fixed_height = FieldReference(None, field_type=int)  # aspect sweep at this height (None: off)
+  c.fixed_heights = ()      # aspect sweeps: at each of these heights, every width of widths
   c.widths = ()
-  c.fixed_width = FieldReference(None, field_type=int)   # aspect sweep at this width (None: off)
+  c.fixed_widths = ()       # ... and at each of these widths, every height of heights
   c.heights = ()
+  c.grid_sizes = ()         # every (h, w) pair of these sizes: MSPE minus image-resize heatmap
   c.leftover = placeholder(str)       # None: each model's own ("resize" by default)
   c.resize_method = placeholder(str)  # None: the pretrained model's ("bilinear")
   c.antialias = True

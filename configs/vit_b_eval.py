@@ -9,7 +9,8 @@ newest checkpoint as ``mspe``):
 Expected result (paper Table 1, 28 / 56 / 112 / 224 / 448 px, timm's 85.1% model):
 vanilla 8.52 / 54.67 / 78.75 / 85.10 / 53.81; PI-resize 14.86 / 63.44 / 80.24 / 85.10 /
 85.11; MSPE 56.41 / 77.94 / 83.75 / 85.10 / 85.11. Not run by us (no ImageNet here).
-Runtime: 50,000 images x 12 sizes x ~15 methods; about an hour on one modern GPU.
+Runtime: 50,000 images x 54 shapes (12 square, 3 x 6 at fixed height, 4 x 6 at fixed width)
+x up to 15 methods; not measured here.
 
 ``get_config("smoke")``: two sizes, a few images (tests use a self-made TFDS dataset).
 """
@@ -22,9 +23,9 @@ def get_config(arg: str | None = None):
   c = common.eval_config()
   c.pretrained = AUGREG_B16
   c.resolutions = (28, 42, 56, 70, 84, 98, 112, 126, 140, 168, 224, 448)
-  c.fixed_height = 128
+  c.fixed_heights = (192, 256, 384)  # paper Fig. 4
   c.widths = (28, 56, 112, 224, 448, 896)
-  c.fixed_width = 128
+  c.fixed_widths = (128, 192, 256, 384)  # paper Fig. 9
   c.heights = (28, 56, 112, 224, 448, 896)
   c.data.name = "imagenet2012"
   c.data.split = "validation"
@@ -33,8 +34,9 @@ def get_config(arg: str | None = None):
   c.batch_size = 250
   if common.parse_arg(arg):
     c.resolutions = (56, 224)
+    c.fixed_heights = (128,)
     c.widths = (112,)
-    c.fixed_width = None
+    c.fixed_widths = ()
     c.heights = ()
     c.eval_examples = 4
     c.batch_size = 2

@@ -1,4 +1,8 @@
-"""Sweep results as files: results.json / .csv / .md (Table-1 style) and PNG plots."""
+"""Sweep results as files: results.json / .csv / .md (Table-1 style); the PNGs are ``plots``.
+
+Sweeps (``sweep.make_shapes``): ``square``; ``fixed_height`` / ``fixed_width`` (one table and
+one curve per fixed value, paper Fig. 4 / 9); ``grid`` (every ``(h, w)`` pair: shown as MSPE
+minus image resize, a table here and a heatmap in ``plots``)."""
 
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ SWEEP_TITLES = {
     "fixed_height": "Top-1 (%) at fixed height, varying width (paper Fig. 4)",
     "fixed_width": "Top-1 (%) at fixed width, varying height (paper Fig. 9)",
 }
+GRID_BASELINE = "img_resize"
 
 
-def _is_detail(method: str) -> bool:
+def is_detail(method: str) -> bool:
   """Per-kernel rows go to their own table; the main tables hold the methods."""
   return "_k" in method and method.rsplit("_k", 1)[-1].isdigit()
 
@@ -31,6 +36,20 @@ def _columns(rows, sweep):
   return cols
 
 
+def fixed_values(rows, sweep) -> list:
+  """The fixed heights (``fixed_height``) or widths (``fixed_width``) of a sweep, in order."""
+  key = {"fixed_height": "height", "fixed_width": "width"}.get(sweep)
+  if key is None:
+    return [None]
+  return list(dict.fromkeys(r[key] for r in rows if r["sweep"] == sweep))
+
+
+def select(rows, sweep, fixed=None) -> list[dict]:
+  """The rows of one sweep (of one fixed height or width)."""
+  key = {"fixed_height": "height", "fixed_width": "width"}.get(sweep)
+  return [r for r in rows if r["sweep"] == sweep and (fixed is None or r[key] == fixed)]
+
+
 def _label(sweep, hw):
   if sweep == "square":
     return str(hw[0])
@@ -38,7 +57,7 @@ def _label(sweep, hw):
 
 
 def table(rows: list[dict], sweep: str, methods: Iterable[str]) -> str:
-  """Markdown table: methods as rows, the sweep's sizes as columns."""
+  """Markdown table: methods as rows, the sweep's sizes as columns (rows of one fixed value)."""
   cols = _columns(rows, sweep)
   if not cols:
     return ""
@@ -59,6 +78,39 @@ def table(rows: list[dict], sweep: str, methods: Iterable[str]) -> str:
   return "\n".join(lines)
 
 
+def grid_difference(rows: list[dict], method: str, baseline: str = GRID_BASELINE):
+  """``(heights, widths, {(h, w): points})``: top-1 of ``method`` minus ``baseline`` on the
+  grid sweep (None where either is missing)."""
+  sel = select(rows, "grid")
+  top1 = {(r["method"], r["height"], r["width"]): r.get("top1") for r in sel}
+  heights = sorted({r["height"] for r in sel})
+  widths = sorted({r["width"] for r in sel})
+  diff = {}
+  for h in heights:
+    for w in widths:
+      a, b = top1.get((method, h, w)), top1.get((baseline, h, w))
+      diff[(h, w)] = None if a is None or b is None else 100 * (a - b)
+  return heights, widths, diff
+
+
+def grid_table(rows: list[dict], method: str, baseline: str = GRID_BASELINE) -> str:
+  heights, widths, diff = grid_difference(rows, method, baseline)
+  if not heights or all(v is None for v in diff.values()):
+    return ""
+  lines = ["| height \\ width | " + " | ".join(map(str, widths)) + " |",
+           "|---" * (len(widths) + 1) + "|"]
+  for h in heights:
+    lines.append(f"| {h} | " + " | ".join(
+        "-" if diff[(h, w)] is None else f"{diff[(h, w)]:+.1f}" for w in widths) + " |")
+  return "\n".join(lines)
+
+
+def mspe_methods(rows: list[dict], protocol: dict) -> list[str]:
+  """The routed MSPE models of a sweep (not per-kernel, not oracle rows)."""
+  models = [k for k in (protocol.get("checkpoints") or {}) if k != "pretrained"]
+  return [m for m in models if any(r["method"] == m for r in rows)]
+
+
 def flops_table(rows: list[dict], methods: Iterable[str]) -> str:
   """Patch-embedding and total GFLOPs per image on the square sweep (paper Table 4)."""
   cols = _columns(rows, "square")
@@ -77,19 +129,27 @@ def flops_table(rows: list[dict], methods: Iterable[str]) -> str:
 
 def markdown(rows: list[dict], protocol: dict) -> str:
   methods = list(dict.fromkeys(r["method"] for r in rows))
-  main = [m for m in methods if not _is_detail(m)]
-  detail = [m for m in methods if _is_detail(m)]
+  main = [m for m in methods if not is_detail(m)]
+  detail = [m for m in methods if is_detail(m)]
   parts = ["# Resolution sweep", "", "Protocol: " + protocol_line(protocol), ""]
   for sweep, title in SWEEP_TITLES.items():
-    t = table(rows, sweep, main)
+    values = fixed_values(rows, sweep)
+    for fixed in values:
+      t = table(select(rows, sweep, fixed), sweep, main)
+      if t:
+        suffix = f" ({sweep.split('_')[1]} {fixed})" if len(values) > 1 else ""
+        parts += [f"## {title}{suffix}", "", t, ""]
+  for m in mspe_methods(rows, protocol):
+    t = grid_table(rows, m)
     if t:
-      parts += [f"## {title}", "", t, ""]
+      parts += [f"## {m} minus image resize, top-1 points, every (height, width) pair", "", t,
+                ""]
   if any(m.endswith("_oracle") for m in main):
     parts += ["`*_oracle` rows pick the best kernel per resolution on the evaluation set itself "
               "(how the authors' released scripts report): an upper bound, not a method.", ""]
-  if detail:
-    parts += ["## Per-kernel top-1 (%) (kernel forced, square sweep)", "",
-              table(rows, "square", detail), ""]
+  detail_table = table(rows, "square", detail) if detail else ""
+  if detail_table:
+    parts += ["## Per-kernel top-1 (%) (kernel forced, square sweep)", "", detail_table, ""]
   parts += ["## Compute", "", flops_table(rows, main), ""]
   return "\n".join(parts)
 
@@ -116,51 +176,6 @@ def write(out_dir: str, rows: list[dict], protocol: dict) -> dict[str, str]:
       w.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()})
   with open(paths["md"], "w") as f:
     f.write(markdown(rows, protocol))
-  paths.update(plot(out_dir, rows, protocol))
+  from mspe_jax import plots
+  paths.update(plots.write(out_dir, rows, protocol))
   return paths
-
-
-def plot(out_dir: str, rows: list[dict], protocol: dict) -> dict[str, str]:
-  """Accuracy vs resolution (square) and the two aspect-ratio curves, one PNG each."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  import matplotlib.ticker  # noqa: F401
-  out = {}
-  native = protocol.get("native_resolution")
-  for sweep, xlabel in (("square", "resolution (px)"), ("fixed_height", "width (px)"),
-                        ("fixed_width", "height (px)")):
-    sel = [r for r in rows if r["sweep"] == sweep and r.get("top1") is not None
-           and not _is_detail(r["method"])]
-    if not sel:
-      continue
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    xs = set()
-    for m in dict.fromkeys(r["method"] for r in sel):
-      pts = sorted(((r["width"] if sweep == "fixed_height" else r["height"]), 100 * r["top1"])
-                   for r in sel if r["method"] == m)
-      xs.update(p[0] for p in pts)
-      style = "--" if m.endswith("_oracle") else ("-" if m.startswith("mspe") else ":")
-      ax.plot(*zip(*pts), style, marker="o", ms=3, label=m, lw=2.2 if m == "mspe" else 1.2)
-    if native and sweep == "square":
-      ax.axvline(native, color="grey", lw=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(xs))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.minorticks_off()
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("top-1 (%)")
-    fixed = (f" (height {sel[0]['height']})" if sweep == "fixed_height" else
-             f" (width {sel[0]['width']})" if sweep == "fixed_width" else "")
-    ax.set_title(f"{protocol.get('dataset')}, {protocol.get('num_images')} images: "
-                 f"{SWEEP_TITLES[sweep]}{fixed}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    name = {"square": "accuracy_vs_resolution.png", "fixed_height": "aspect_fixed_height.png",
-            "fixed_width": "aspect_fixed_width.png"}[sweep]
-    path = os.path.join(out_dir, name)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    out[sweep] = path
-  return out

@@ -44,7 +44,7 @@ class Method:
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
-  sweep: str             # "square" | "fixed_height" | "fixed_width"
+  sweep: str             # "square" | "fixed_height" | "fixed_width" | "grid"
   hw: tuple[int, int]
 
 
@@ -80,12 +80,12 @@ def make_methods(base_policy: PatchEmbed, names: Iterable[str], mspe_models: dic
 
 
 def make_shapes(config) -> list[Shape]:
-  """Square sweep, fixed height (varying width) and fixed width (varying height)."""
+  """Square sweep; for each fixed height the widths, for each fixed width the heights (paper
+  Fig. 4 and 9); and the grid: every ``(h, w)`` pair of ``grid_sizes``."""
   shapes = [Shape("square", (r, r)) for r in config.resolutions]
-  if config.get("fixed_height"):
-    shapes += [Shape("fixed_height", (config.fixed_height, w)) for w in config.widths]
-  if config.get("fixed_width"):
-    shapes += [Shape("fixed_width", (h, config.fixed_width)) for h in config.heights]
+  shapes += [Shape("fixed_height", (h, w)) for h in config.fixed_heights for w in config.widths]
+  shapes += [Shape("fixed_width", (h, w)) for w in config.fixed_widths for h in config.heights]
+  shapes += [Shape("grid", (h, w)) for h in config.grid_sizes for w in config.grid_sizes]
   return shapes
 
 

@@ -71,7 +71,8 @@ def demo_runs(tmp_path_factory):
   ecfg.methods = ("vanilla", "pi", "img_resize")
   ecfg.resolutions = (7, 10, 14, 21, 28, 56)
   ecfg.widths = (28,)
-  ecfg.fixed_width = None
+  ecfg.fixed_widths = ()
+  ecfg.grid_sizes = (7, 14)
   ecfg.eval_examples = DEMO_EVAL_IMAGES
   ecfg.batch_size = 500
   ecfg.progress_bar = False

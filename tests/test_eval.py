@@ -75,6 +75,11 @@ def test_json_has_every_method_and_shape_and_the_protocol(demo_runs):
     assert open(res["paths"][name]).read()
   assert res["paths"]["square"].endswith(".png") and res["paths"]["fixed_height"].endswith(".png")
   assert "fixed_width" not in res["paths"]  # that sweep was switched off
+  grid = {(r["method"], r["height"], r["width"]) for r in doc["rows"] if r["sweep"] == "grid"}
+  for m in ("img_resize", "mspe", "mspe_distill"):
+    assert {(m, h, w) for h in (7, 14) for w in (7, 14)} <= grid
+  assert res["paths"]["grid_mspe"].endswith("grid_mspe_minus_img_resize.png")
+  assert "## mspe minus image resize, top-1 points" in res["markdown"]
   programs = p["compiled_eval_programs"]
   pairs = {(r["method"], r["height"], r["width"]) for r in doc["rows"]
            if not r["method"].endswith("_oracle")}
@@ -91,3 +96,27 @@ def test_eval_of_a_folder_that_is_not_a_training_run_says_so(tmp_path):
   with pytest.raises(ValueError, match=r"is neither an .npz file nor a training workdir \(no "
                                        r"model_config.json\)"):
     eval_lib.evaluate(fashion_mnist_eval.get_config("smoke"), str(tmp_path))
+
+
+def test_report_draws_the_grid_heatmap_and_one_curve_per_fixed_value(tmp_path):
+  from mspe_jax import report
+  rows = []
+  for sweep, hws in (("fixed_height", [(14, 7), (14, 28), (21, 7), (21, 28)]),
+                     ("grid", [(7, 7), (7, 14), (14, 7), (14, 14)])):
+    for method, acc in (("img_resize", 0.5), ("mspe", 0.6), ("mspe_k0", 0.1)):
+      for h, w in hws:
+        rows.append({"method": method, "sweep": sweep, "height": h, "width": w,
+                     "top1": acc + 0.02 * (method == "mspe" and h == w), "gflops": 1.0,
+                     "patch_gflops": 0.1})
+  protocol = {"dataset": "toy", "num_images": 10, "native_resolution": 28,
+              "checkpoints": {"pretrained": "a.npz", "mspe": "run"}}
+  paths = report.write(str(tmp_path), rows, protocol)
+  assert {"fixed_height_14", "fixed_height_21", "grid_mspe"} <= set(paths)
+  assert paths["grid_mspe"].endswith("grid_mspe_minus_img_resize.png")
+  md = open(paths["md"]).read()
+  assert "(paper Fig. 4) (height 14)" in md and "(paper Fig. 4) (height 21)" in md
+  assert "## mspe minus image resize, top-1 points" in md
+  assert "| 7 | +12.0 | +10.0 |" in md  # h = 7: w = 7, w = 14
+  assert "Per-kernel" not in md  # mspe_k0 has no square rows
+  heights, widths, diff = report.grid_difference(rows, "mspe")
+  assert heights == widths == [7, 14] and round(diff[(7, 14)], 6) == 10.0

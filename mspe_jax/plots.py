@@ -1,0 +1,108 @@
+"""Sweep results as PNGs: accuracy curves (square and aspect-ratio sweeps) and heatmaps of
+MSPE minus image resize over every ``(height, width)`` pair of the grid sweep."""
+
+from __future__ import annotations
+
+import os
+
+from mspe_jax import report
+
+CURVES = (("square", "resolution (px)", "accuracy_vs_resolution"),
+          ("fixed_height", "width (px)", "aspect_fixed_height"),
+          ("fixed_width", "height (px)", "aspect_fixed_width"))
+
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import matplotlib.ticker  # noqa: F401  (matplotlib.ticker.ScalarFormatter)
+  return matplotlib, plt
+
+
+def write(out_dir: str, rows: list[dict], protocol: dict) -> dict[str, str]:
+  """Every plot the rows allow; returns ``{name: path}`` (``square``, ``fixed_height`` or
+  ``fixed_height_<h>`` when there are several heights, ..., ``grid_<model>``)."""
+  out = {}
+  for sweep, xlabel, name in CURVES:
+    values = report.fixed_values(rows, sweep)
+    for fixed in values:
+      key, file = (sweep, name) if len(values) == 1 else (f"{sweep}_{fixed}", f"{name}_{fixed}")
+      path = curve(os.path.join(out_dir, file + ".png"), report.select(rows, sweep, fixed),
+                   sweep, xlabel, protocol)
+      if path:
+        out[key] = path
+  for m in report.mspe_methods(rows, protocol):
+    path = heatmap(os.path.join(out_dir, f"grid_{m}_minus_img_resize.png"), rows, m, protocol)
+    if path:
+      out[f"grid_{m}"] = path
+  return out
+
+
+def curve(path: str, rows: list[dict], sweep: str, xlabel: str, protocol: dict) -> str | None:
+  """Top-1 against the varying side, one line per method (log-2 x axis)."""
+  sel = [r for r in rows if r.get("top1") is not None and not report.is_detail(r["method"])]
+  if not sel:
+    return None
+  matplotlib, plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(9, 4.5))
+  xs = set()
+  for m in dict.fromkeys(r["method"] for r in sel):
+    pts = sorted(((r["width"] if sweep == "fixed_height" else r["height"]), 100 * r["top1"])
+                 for r in sel if r["method"] == m)
+    xs.update(p[0] for p in pts)
+    style = "--" if m.endswith("_oracle") else ("-" if m.startswith("mspe") else ":")
+    ax.plot(*zip(*pts), style, marker="o", ms=3, label=m, lw=2.2 if m == "mspe" else 1.2)
+  native = protocol.get("native_resolution")
+  if native and sweep == "square":
+    ax.axvline(native, color="grey", lw=0.8)
+  ax.set_xscale("log", base=2)
+  ax.set_xticks(sorted(xs))
+  ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+  ax.minorticks_off()
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("top-1 (%)")
+  fixed = (f" (height {sel[0]['height']})" if sweep == "fixed_height" else
+           f" (width {sel[0]['width']})" if sweep == "fixed_width" else "")
+  ax.set_title(f"{protocol.get('dataset')}, {protocol.get('num_images')} images: "
+               f"{report.SWEEP_TITLES[sweep]}{fixed}", fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def heatmap(path: str, rows: list[dict], method: str, protocol: dict) -> str | None:
+  """``method`` minus image resize (top-1 points) at every (height, width) of the grid sweep:
+  blue where MSPE is ahead, red where resizing the image is."""
+  heights, widths, diff = report.grid_difference(rows, method)
+  values = [v for v in diff.values() if v is not None]
+  if not values:
+    return None
+  _, plt = _pyplot()
+  import numpy as np
+  grid = np.array([[np.nan if diff[(h, w)] is None else diff[(h, w)] for w in widths]
+                   for h in heights])
+  span = max(1.0, float(np.nanmax(np.abs(grid))))
+  fig, ax = plt.subplots(figsize=(max(5.0, 1.0 + 0.75 * len(widths)),
+                                  max(3.5, 0.9 + 0.6 * len(heights))))
+  image = ax.imshow(grid, cmap="RdBu", vmin=-span, vmax=span, origin="lower")
+  for i, h in enumerate(heights):
+    for j, w in enumerate(widths):
+      if diff[(h, w)] is not None:
+        ax.text(j, i, f"{diff[(h, w)]:+.1f}", ha="center", va="center", fontsize=7,
+                color="white" if abs(diff[(h, w)]) > 0.6 * span else "black")
+  ax.set_xticks(range(len(widths)), [str(w) for w in widths])
+  ax.set_yticks(range(len(heights)), [str(h) for h in heights])
+  ax.set_xlabel("width (px)")
+  ax.set_ylabel("height (px)")
+  native = protocol.get("native_resolution")
+  ax.set_title(f"{method} minus image resize to {native} px (top-1 points)\n"
+               f"{protocol.get('dataset')}, {protocol.get('num_images')} images", fontsize=9)
+  fig.colorbar(image, ax=ax, shrink=0.8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
