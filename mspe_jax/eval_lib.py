@@ -18,11 +18,16 @@ import os
 import jax
 
 from mspe_jax import data, geometry, jax_utils, npz, report, sweep, workdir
+from mspe_jax.patch_embed import ROUTING_RULES
 
 log = logging.getLogger(__name__)
 
-ROUTING = ("Eq. 10: the kernel whose base size is nearest to sqrt(kh*kw) of the effective "
-           "kernel (h//N, w//N); ties to the smaller base")
+def describe_routing(models: dict) -> str:
+  """The routing rule of the MSPE models in words (once if they share it)."""
+  rules = {name: m.policy.routing for name, m in models.items()}
+  if len(set(rules.values())) <= 1:
+    return ROUTING_RULES[next(iter(rules.values()), "geometric")]
+  return "; ".join(f"{name}: {ROUTING_RULES[rule]}" for name, rule in rules.items())
 
 
 def _sha(path: str) -> str:
@@ -94,7 +99,8 @@ def evaluate(config, workdir_path: str, out_dir: str | None = None) -> dict:
                                f"jax.image.resize({resize_method!r}, antialias="
                                f"{config.antialias})"),
       "resize_method": resize_method, "antialias": config.antialias,
-      "routing": ROUTING, "leftover": base.policy.leftover, "checkpoints": identities,
+      "routing": describe_routing(mspe_models), "leftover": base.policy.leftover,
+      "checkpoints": identities,
       "compiled_eval_programs": runner.compiled_programs(),
       "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
       "jax": jax.__version__, "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",

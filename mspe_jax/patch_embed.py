@@ -74,7 +74,15 @@ def check_base_sizes(base_sizes: Sequence[int]) -> tuple[int, ...]:
   return sizes
 
 
-ROUTINGS = ("geometric", "larger", "smaller", "range")
+ROUTING_RULES = {  # what each routing rule picks, in words (for reports)
+    "geometric": ("Eq. 10: the kernel whose base size is nearest to sqrt(kh*kw) of the "
+                  "effective kernel (h//N, w//N); ties to the smaller base"),
+    "larger": "the kernel whose base size is nearest to max(kh, kw); ties to the smaller base",
+    "smaller": "the kernel whose base size is nearest to min(kh, kw); ties to the smaller base",
+    "range": ("the first kernel whose per-axis training range holds kh and kw, else the "
+              "geometric rule"),
+}
+ROUTINGS = tuple(ROUTING_RULES)
 
 
 def route(kernel_hw: Sequence[int], base_sizes: Sequence[int], rule: str = "geometric",

@@ -165,14 +165,8 @@ def train_and_evaluate(config, workdir: str, hooks=()) -> dict:
     handler.close()
 
 
-def _train(config, workdir: str, hooks) -> dict:
-  lead = jax.process_index() == 0
-  cache = config.compilation_cache_dir or os.path.join(workdir, "jax_cache")
-  jax_utils.enable_compilation_cache(cache)
-  compiles = jax_utils.CompileCounter.start()
-
-  # -- devices and data
-  mesh = jax_utils.make_mesh()
+def training_data(config, mesh):
+  """``(source, global batch size, total steps)`` of the training split."""
   batch_size = global_batch_size(config, mesh)
   source = data.get_source(config.data.name, config.data.train_split, config.data.data_dir)
   if losses.needs_labels(config.loss.kind) and not source.has_labels:
@@ -180,20 +174,57 @@ def _train(config, workdir: str, hooks) -> dict:
                      "needs them; use loss.kind='distill' to train from unlabelled images.")
   total_steps = config.total_steps or int(math.ceil(
       config.num_epochs * data.steps_per_epoch(source, batch_size)))
+  return source, batch_size, total_steps
 
-  # -- model, step and state: resume -> load -> scratch
-  model, params, origin = build_model(config)
-  tx, lr_schedule = optim.make_optimizer(config.optim, total_steps)
-  step_fn = make_step(config, model, tx, mesh)
-  ckpt = Checkpointer(os.path.join(workdir, CHECKPOINTS), keep=config.keep_checkpoints,
-                      async_save=config.async_checkpoints)
-  state = jax_utils.replicate(step_fn.init(params), mesh)
+
+def training_batches(config, source, batch_size: int, start_step: int):
+  """This host's augmented numpy batches from step ``start_step`` on (resumable exactly)."""
+  return data.train_iterator(source, global_batch=batch_size,
+                             image_size=config.model.image_size, seed=config.seed,
+                             start_step=start_step, augment=config.input.augment.to_dict(),
+                             drop_labels=not losses.needs_labels(config.loss.kind))
+
+
+def restore_or_init(ckpt: Checkpointer, state, mesh, origin: str):
+  """``(state, origin)``: the newest readable checkpoint (resume), else ``state`` replicated
+  (the loaded or freshly initialised parameters)."""
+  state = jax_utils.replicate(state, mesh)
   restored = ckpt.restore_latest(jax_utils.abstract_like(state, jax_utils.replicated(mesh)))
   if restored is not None:
     origin = f"checkpoint step {restored[0]} in {ckpt.directory}"
     state = restored[1]
   log.info("%s from %s.", "Resumed" if restored else "No checkpoint: initialised", origin)
-  state = state.replace(step=int(state.step))
+  return state.replace(step=int(state.step)), origin
+
+
+def window_scalars(window, seconds: float, images: int, lr: float, step_terms,
+                   step_metrics) -> dict[str, float]:
+  """What is logged at a logging step: loss and gradient norm averaged over the steps since
+  the last one (``window``: the guard's ``(step, loss, grad_norm)``), the learning rate,
+  images/s, and each term's loss at this step."""
+  scalars = {"train/loss": float(np.mean([v[1] for v in window])),
+             "train/grad_norm": float(np.mean([v[2] for v in window])),
+             "train/lr": lr, "train/images_per_sec": images / max(seconds, 1e-9)}
+  term_losses = jax.device_get(step_metrics["term_losses"])
+  scalars.update({f"train/loss_{t.name}": float(v) for t, v in zip(step_terms, term_losses)})
+  return scalars
+
+
+def _train(config, workdir: str, hooks) -> dict:
+  lead = jax.process_index() == 0
+  jax_utils.enable_compilation_cache(config.compilation_cache_dir or
+                                     os.path.join(workdir, "jax_cache"))
+  compiles = jax_utils.CompileCounter.start()
+
+  # -- devices, data, model, step and state: resume -> load -> scratch
+  mesh = jax_utils.make_mesh()
+  source, batch_size, total_steps = training_data(config, mesh)
+  model, params, origin = build_model(config)
+  tx, lr_schedule = optim.make_optimizer(config.optim, total_steps)
+  step_fn = make_step(config, model, tx, mesh)
+  ckpt = Checkpointer(os.path.join(workdir, CHECKPOINTS), keep=config.keep_checkpoints,
+                      async_save=config.async_checkpoints)
+  state, origin = restore_or_init(ckpt, step_fn.init(params), mesh, origin)
   if lead:
     save_model_config(workdir, model)
   draw_terms = term_sampler(config, model)
@@ -204,10 +235,7 @@ def _train(config, workdir: str, hooks) -> dict:
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                            every_steps=config.log_every, every_secs=None)
   guard = NonFiniteGuard()
-  batches = data.train_iterator(source, global_batch=batch_size,
-                                image_size=config.model.image_size, seed=config.seed,
-                                start_step=state.step, augment=config.input.augment.to_dict(),
-                                drop_labels=not losses.needs_labels(config.loss.kind))
+  batches = training_batches(config, source, batch_size, state.step)
   bar = tqdm.tqdm(total=total_steps, initial=state.step, desc=f"{config.mode} training",
                   disable=not (lead and config.progress_bar), mininterval=2.0, unit="step")
   last_eval, window_start = {}, (state.step, time.time())
@@ -222,14 +250,9 @@ def _train(config, workdir: str, hooks) -> dict:
       bar.update(1)
 
       if step % config.log_every == 0 or step == total_steps:
-        window = guard.check(ckpt)  # syncs
-        seconds = time.time() - window_start[1]
-        scalars = {"train/loss": np.mean([v[1] for v in window]),
-                   "train/grad_norm": np.mean([v[2] for v in window]),
-                   "train/lr": float(lr_schedule(step - 1)),
-                   "train/images_per_sec": (step - window_start[0]) * batch_size / seconds}
-        term_losses = jax.device_get(step_metrics["term_losses"])
-        scalars.update({f"train/loss_{t.name}": v for t, v in zip(step_terms, term_losses)})
+        scalars = window_scalars(guard.check(ckpt), time.time() - window_start[1],  # syncs
+                                 (step - window_start[0]) * batch_size,
+                                 float(lr_schedule(step - 1)), step_terms, step_metrics)
         writer.write_scalars(step, scalars)
         bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
                         img_s=f"{scalars['train/images_per_sec']:.0f}",
@@ -256,11 +279,10 @@ def _train(config, workdir: str, hooks) -> dict:
     writer.close()
     ckpt.close()
 
-  params = jax.device_get(state.params)
   if lead:
-    npz.save_npz(os.path.join(workdir, "model.npz"), params)
-  summary = {"step": state.step, "origin": origin,
-             **{f"programs/{k}": v for k, v in step_fn.compiled_programs().items()}, **last_eval,
+    npz.save_npz(os.path.join(workdir, "model.npz"), jax.device_get(state.params))
+  summary = {"step": state.step, "origin": origin, **last_eval,
+             **{f"programs/{k}": v for k, v in step_fn.compiled_programs().items()},
              **{f"compiles/{k}": v for k, v in compiles().items()}}
   log.info("Done: %s", summary)
   return summary
