@@ -39,7 +39,11 @@ def train_steps(args, variant, ckpt_path, res):
   out = {"variant": variant, "batch": args.batch, "resolutions": res}
   ours = common.OurStep(ckpt_path, res, args.batch)
   out["ours_terms"] = [t.name for t in ours.terms]
-  out["flops_per_step"] = ours.flops()
+  try:
+    out["flops_per_step"] = ours.flops()
+  except common.NoCostAnalysis as e:
+    print(f"FLOPs not counted: {e}")
+    out["flops_per_step"] = None
   timed = {"ours": ours, "full": common.OurStep(ckpt_path, res, args.batch, mode="full")}
   if args.distill:
     timed["distill"] = common.OurStep(ckpt_path, res, args.batch, loss="distill")
@@ -168,13 +172,14 @@ def render(results) -> str:
     ours = t["batch"] / t["ours_s"]
     ref = t["batch"] / t["torch_s"] if t.get("torch_s") else None
     ceiling = t.get("matmul_ceiling_flops", results["matmul_ceiling_flops"])
-    util = t["flops_per_step"] / t["ours_s"] / ceiling
+    util = t["flops_per_step"] / t["ours_s"] / ceiling if t.get("flops_per_step") else None
     distill = f"{t['distill_s'] / t['ours_s']:.2f}" if "distill_s" in t else "-"
     lines.append(f"| {t['variant']} @224, res {'/'.join(map(str, t['resolutions']))} + native | "
                  f"{t['batch']} | {ours:.2f} | {'-' if ref is None else f'{ref:.2f}'} | "
                  f"{'-' if ref is None else f'{ours / ref:.2f}x'} | "
                  f"{t['ours_s'] / t['full_s']:.2f} | {distill} | "
-                 f"{100 * util:.0f}% of {ceiling / 1e12:.2f} TFLOP/s |")
+                 + ("not counted |" if util is None else
+                    f"{100 * util:.0f}% of {ceiling / 1e12:.2f} TFLOP/s |"))
   if "compile" in results:
     lines += _compile_lines(results["compile"])
   if "pi_resize" in results:
