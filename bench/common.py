@@ -67,8 +67,8 @@ class OurStep:
   """
 
   def __init__(self, path: str, resolutions, batch: int, mode: str = "mspe", loss: str = "ce",
-               seed: int = 0, chains: int | None = None):
-    self.model, params = npz.load_pretrained(path, "mspe")
+               seed: int = 0, chains: int | None = None, **policy_fields):
+    self.model, params = npz.load_pretrained(path, "mspe", **policy_fields)
     mesh = jax_utils.make_mesh()
     self.tx, _ = optim.make_optimizer(_optim_cfg(), 1000)
     loss_fn = losses.make_loss(loss)

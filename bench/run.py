@@ -114,7 +114,7 @@ def pi_resize_section(args, ckpt_path, res, step_seconds):
 
 def compile_section(args, tmp):
   """Programs compiled in a 200-step run with random draws; cold vs warm first step."""
-  from configs.vit_b_mspe import SUBSETS
+  from configs.vit_b_mspe import PAPER_SUBSETS as SUBSETS
   ckpt_path = common.random_checkpoint("Ti/16", os.path.join(tmp, "tiny.npz"))
   step = common.OurStep(ckpt_path, [56, 112, 168, 224], 2)
   subsets = terms.validate_subsets(SUBSETS, step.model)

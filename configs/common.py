@@ -36,7 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
                               # resolutions: every (N*ph, N*pw), ph, pw in lo..hi
   c.mspe.aspect = "independent"  # kernel_ranges: "independent" axes | "square" only
   c.mspe.range_step = 1       # kernel_ranges: a coarser grid of shapes (fewer programs)
-  c.mspe.routing = "geometric"  # "geometric" | "larger" | "smaller" | "range" (see patch_embed)
+  c.mspe.routing = "smaller"  # "smaller" | "geometric" | "larger" | "range" (see patch_embed)
   c.mspe.lam = 1.0            # weight of the native-resolution term (paper Eq. 7)
   c.mspe.freeze_native_kernel = False
 
@@ -96,6 +96,7 @@ def eval_config() -> ml_collections.ConfigDict:
   c.pretrained = placeholder(str)  # the pretrained .npz the baselines run on
   c.model_name = "mspe"     # the --workdir run's name in the tables (None: baselines only)
   c.per_kernel = True       # the --workdir model also kernel by kernel (for the oracle row)
+  c.routings = ()           # the --workdir model also under each of these routing rules
   c.compare = ml_collections.ConfigDict()  # more models to compare: name -> workdir or .npz
   c.methods = ("vanilla", "pi", "img_resize", "kernel_resize_bilinear", "kernel_resize_bicubic",
                "kernel_resize_nearest")
@@ -105,6 +106,7 @@ def eval_config() -> ml_collections.ConfigDict:
   c.fixed_widths = ()       # ... and at each of these widths, every height of heights
   c.heights = ()
   c.grid_sizes = ()         # every (h, w) pair of these sizes: MSPE minus image-resize heatmap
+  c.grid_baselines = ("img_resize",)  # the baselines that also run the grid (MSPE models do)
   c.leftover = placeholder(str)       # None: each model's own ("resize" by default)
   c.resize_method = placeholder(str)  # None: the pretrained model's ("bilinear")
   c.antialias = True

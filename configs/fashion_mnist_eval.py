@@ -34,6 +34,7 @@ def get_config(arg: str | None = None):
   c.widths = (7, 14, 21, 28, 42, 56)
   c.fixed_widths = (14,)
   c.heights = (7, 14, 21, 28, 42, 56)
+  c.grid_sizes = (7, 10, 14, 21, 28, 42, 56)  # every (h, w) pair: MSPE and image resize
   c.data.name = "fashion_mnist"
   c.data.split = "test"
   c.crop_fraction = 1.0
@@ -44,6 +45,7 @@ def get_config(arg: str | None = None):
     c.widths = (28,)
     c.fixed_widths = ()
     c.heights = ()
+    c.grid_sizes = ()
     c.eval_examples = 64
     c.batch_size = 32
   return c

@@ -109,13 +109,43 @@ def _in_memory_source(name, split, images, labels, num_classes, description):
 
 
 def fashion_mnist_files(split: str, directory: str = DEBIAN_FASHION_MNIST) -> Source:
-  """Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` (IDX files)."""
-  if split not in _FMNIST_FILES:
-    raise ValueError(f"Fashion-MNIST has splits {sorted(_FMNIST_FILES)}, got {split!r}.")
-  img_file, lbl_file = (os.path.join(directory, f) for f in _FMNIST_FILES[split])
-  images, labels = read_idx(img_file), read_idx(lbl_file)
-  if len(images) != len(labels):
-    raise ValueError(f"{img_file} has {len(images)} images but {lbl_file} {len(labels)} labels.")
+  """Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` (IDX files).
+
+  ``split`` is a TFDS split spec over ``train`` / ``test``, slices included and parsed by
+  TFDS itself: ``"train[:55000]"`` and ``"train[55000:]"`` (the demo's training and validation
+  parts), ``"test[:50%]"``, ``"train+test"``.
+  """
+  import tensorflow_datasets as tfds  # noqa: PLC0415  (TFDS parses the split spec)
+  arrays = {}
+
+  def read(name):
+    if name not in arrays:
+      img_file, lbl_file = (os.path.join(directory, f) for f in _FMNIST_FILES[name])
+      images, labels = read_idx(img_file), read_idx(lbl_file)
+      if len(images) != len(labels):
+        raise ValueError(f"{img_file} has {len(images)} images but {lbl_file} "
+                         f"{len(labels)} labels.")
+      arrays[name] = images, labels
+    return arrays[name]
+
+  class _Info:  # what TFDS's ReadInstruction asks of a split: its size, read on demand
+    def __init__(self, name):
+      self.name = name
+
+    @property
+    def num_examples(self):
+      return len(read(self.name)[0])
+
+  try:
+    parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(
+        {name: _Info(name) for name in _FMNIST_FILES})
+  except (ValueError, AssertionError) as e:
+    raise ValueError(f"Fashion-MNIST split {split!r}: {e} (splits: {sorted(_FMNIST_FILES)}, "
+                     "sliced as in TFDS, e.g. 'train[:55000]')") from None
+  pieces = [tuple(a[p.from_:p.to] for a in read(p.splitname)) for p in parts]
+  images, labels = (np.concatenate(a) for a in zip(*pieces))
+  if not len(images):
+    raise ValueError(f"Fashion-MNIST split {split!r} is empty.")
   return _in_memory_source("fashion_mnist", split, images, labels, 10,
                            f"Fashion-MNIST {split} from {directory} (Debian dataset-fashion-mnist)")
 
@@ -214,8 +244,8 @@ def get_source(name: str, split: str, data_dir: str | None = None) -> Source:
     looked.append(f"a prepared TFDS dataset {name!r} under "
                   f"{data_dir or os.path.expanduser('~/tensorflow_datasets')}")
   if name == "fashion_mnist":
-    files = [os.path.join(DEBIAN_FASHION_MNIST, f) for f in _FMNIST_FILES.get(split, ())]
-    if files and all(os.path.exists(f) for f in files):
+    files = [os.path.join(DEBIAN_FASHION_MNIST, f) for fs in _FMNIST_FILES.values() for f in fs]
+    if all(os.path.exists(f) for f in files):
       return fashion_mnist_files(split)
     looked.append(f"the Debian package files {files or DEBIAN_FASHION_MNIST}")
     how = ("install it with `sudo apt-get install dataset-fashion-mnist` (offline-friendly) or "

@@ -75,7 +75,9 @@ def evaluate(config, workdir_path: str, out_dir: str | None = None) -> dict:
     log.info("Evaluating %s: %s", name, identities[name])
   names = list(config.methods) + list(mspe_models)
   per_kernel = [config.model_name] if config.model_name and config.per_kernel else []
-  methods = sweep.make_methods(base.policy, names, mspe_models, per_kernel=per_kernel)
+  routings = {config.model_name: config.routings} if config.model_name and config.routings else {}
+  methods = sweep.make_methods(base.policy, names, mspe_models, per_kernel=per_kernel,
+                               routings=routings, grid_baselines=config.grid_baselines)
   shapes = sweep.make_shapes(config)
   native = geometry.as_hw(base.image_size)
   resize_method = config.resize_method or base.policy.resize_method

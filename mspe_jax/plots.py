@@ -41,7 +41,8 @@ def write(out_dir: str, rows: list[dict], protocol: dict) -> dict[str, str]:
 
 def curve(path: str, rows: list[dict], sweep: str, xlabel: str, protocol: dict) -> str | None:
   """Top-1 against the varying side, one line per method (log-2 x axis)."""
-  sel = [r for r in rows if r.get("top1") is not None and not report.is_detail(r["method"])]
+  sel = [r for r in rows if r.get("top1") is not None and not report.is_detail(r["method"])
+         and not report.is_route(r["method"])]
   if not sel:
     return None
   matplotlib, plt = _pyplot()

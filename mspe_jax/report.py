@@ -17,11 +17,43 @@ SWEEP_TITLES = {
     "fixed_width": "Top-1 (%) at fixed width, varying height (paper Fig. 9)",
 }
 GRID_BASELINE = "img_resize"
+ROUTE_INFIX = "_route_"  # <model>_route_<rule>: a model under another routing rule
 
 
 def is_detail(method: str) -> bool:
   """Per-kernel rows go to their own table; the main tables hold the methods."""
   return "_k" in method and method.rsplit("_k", 1)[-1].isdigit()
+
+
+def is_route(method: str) -> bool:
+  """Rows of a model under another routing rule (``config.routings``): their own table."""
+  return ROUTE_INFIX in method
+
+
+def routing_table(rows: list[dict], native: int) -> str:
+  """Mean top-1 of each routing rule over distinct shapes: all, below native (``h * w <
+  native**2``) and non-square below native; and on how many shapes each rule is best."""
+  routes = list(dict.fromkeys(r["method"] for r in rows if is_route(r["method"])))
+  top1 = {}
+  for r in rows:
+    if is_route(r["method"]) and r.get("top1") is not None:
+      top1.setdefault(r["method"], {})[(r["height"], r["width"])] = r["top1"]
+  shapes = sorted(set.intersection(*(set(v) for v in top1.values()))) if top1 else []
+  if not shapes:
+    return ""
+  groups = {"every shape": shapes,
+            "below native": [s for s in shapes if s[0] * s[1] < native * native],
+            "non-square, below native": [s for s in shapes
+                                         if s[0] * s[1] < native * native and s[0] != s[1]]}
+  best = {s: max(top1[m][s] for m in routes) for s in shapes}
+  head = " | ".join(f"{k} ({len(v)})" for k, v in groups.items())
+  lines = [f"| routing rule | {head} | best or tied on |", "|---" * (len(groups) + 2) + "|"]
+  for m in routes:
+    means = [sum(top1[m][s] for s in v) / len(v) if v else None for v in groups.values()]
+    wins = sum(top1[m][s] >= best[s] for s in shapes)
+    lines.append(f"| {m.split(ROUTE_INFIX)[1]} | " + " | ".join(_fmt(v) for v in means)
+                 + f" | {wins} of {len(shapes)} |")
+  return "\n".join(lines)
 
 
 def _fmt(v) -> str:
@@ -114,6 +146,8 @@ def mspe_methods(rows: list[dict], protocol: dict) -> list[str]:
 def flops_table(rows: list[dict], methods: Iterable[str]) -> str:
   """Patch-embedding and total GFLOPs per image on the square sweep (paper Table 4)."""
   cols = _columns(rows, "square")
+  if not cols:
+    return ""
   by = {(r["method"], r["height"]): r for r in rows if r["sweep"] == "square"}
   lines = ["| GFLOPs per image (patch embedding / total) | " +
            " | ".join(str(c[0]) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -129,8 +163,8 @@ def flops_table(rows: list[dict], methods: Iterable[str]) -> str:
 
 def markdown(rows: list[dict], protocol: dict) -> str:
   methods = list(dict.fromkeys(r["method"] for r in rows))
-  main = [m for m in methods if not is_detail(m)]
-  detail = [m for m in methods if is_detail(m)]
+  main = [m for m in methods if not is_detail(m) and not is_route(m)]
+  detail = [m for m in methods if is_detail(m) and not is_route(m)]
   parts = ["# Resolution sweep", "", "Protocol: " + protocol_line(protocol), ""]
   for sweep, title in SWEEP_TITLES.items():
     values = fixed_values(rows, sweep)
@@ -147,10 +181,16 @@ def markdown(rows: list[dict], protocol: dict) -> str:
   if any(m.endswith("_oracle") for m in main):
     parts += ["`*_oracle` rows pick the best kernel per resolution on the evaluation set itself "
               "(how the authors' released scripts report): an upper bound, not a method.", ""]
+  routes = routing_table(rows, protocol.get("native_resolution") or 0)
+  if routes:
+    parts += ["## Routing rules (mean top-1 %, over the distinct shapes of every sweep)", "",
+              routes, ""]
   detail_table = table(rows, "square", detail) if detail else ""
   if detail_table:
     parts += ["## Per-kernel top-1 (%) (kernel forced, square sweep)", "", detail_table, ""]
-  parts += ["## Compute", "", flops_table(rows, main), ""]
+  compute = flops_table(rows, main)
+  if compute:
+    parts += ["## Compute", "", compute, ""]
   return "\n".join(parts)
 
 

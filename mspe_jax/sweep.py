@@ -10,7 +10,10 @@ method and antialias, the same resize PI-resize inverts). Methods:
   no FlexiViT training);
 * ``img_resize``: the input resized back to the native resolution, unchanged model;
 * ``kernel_resize_{bilinear,bicubic,nearest}``: plain interpolation of the kernel (Fig. 8/10);
-* ``mspe`` (and any other MSPE model, e.g. ``mspe_distill``): routed by Eq. 10;
+* ``mspe`` (and any other MSPE model, e.g. ``mspe_distill``): routed by its own rule (Eq. 10;
+  ``patch_embed``);
+* ``<mspe>_route_{rule}``: the same kernels under another routing rule (``config.routings``:
+  the measurement that chose the default rule, see ``patch_embed``);
 * ``<mspe>_k{i}``: kernel ``i`` forced; ``<mspe>_oracle``: per resolution, the best of the
   routed and per-kernel accuracies *chosen on the evaluation set itself* -- how the authors'
   released scripts report. It is an upper bound, not a method, and is labelled so.
@@ -27,10 +30,13 @@ import tqdm
 
 from mspe_jax import flops, geometry, jax_utils, vit
 from mspe_jax.patch_embed import PatchEmbed
+from mspe_jax.report import ROUTE_INFIX
 
 BASELINES = ("vanilla", "pi", "img_resize", "kernel_resize_bilinear", "kernel_resize_bicubic",
              "kernel_resize_nearest")
 ORACLE_SUFFIX = "_oracle"
+SWEEPS = ("square", "fixed_height", "fixed_width", "grid")
+SQUARE = ("square",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +45,10 @@ class Method:
   policy: PatchEmbed     # how its patch embedding treats each input size
   model_key: str         # which model and parameters it runs ("pretrained" or an MSPE model)
   to_native: bool = False  # img_resize: resize the input back to the native resolution
-  square_only: bool = False  # ablations (per-kernel, plain kernel resize): square sweep only
+  sweeps: tuple[str, ...] | None = None  # the sweeps it runs (None: all; ablations: square)
+
+  def runs(self, sweep: str) -> bool:
+    return self.sweeps is None or sweep in self.sweeps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,30 +58,47 @@ class Shape:
 
 
 def make_methods(base_policy: PatchEmbed, names: Iterable[str], mspe_models: dict,
-                 per_kernel: Iterable[str] = ()) -> list[Method]:
+                 per_kernel: Iterable[str] = (),
+                 routings: dict[str, Iterable[str]] | None = None,
+                 grid_baselines: Iterable[str] | None = None) -> list[Method]:
   """Baselines on the pretrained model (``base_policy`` gives the leftover policy and resize
   method) plus each MSPE model (``{name: ViT}``); for the MSPE models named in ``per_kernel``
-  also every kernel forced (``<name>_k{i}``), which the oracle row needs."""
-  unknown = set(per_kernel) - set(mspe_models)
+  also every kernel forced (``<name>_k{i}``), which the oracle row needs; for those in
+  ``routings`` (``{name: rules}``) the model under each rule (``<name>_route_{rule}``).
+  ``grid_baselines``: the baselines that also run the grid sweep (None: all of them)."""
+  routings = routings or {}
+  no_grid = tuple(w for w in SWEEPS if w != "grid")
+  base_sweeps = lambda n: (None if grid_baselines is None or n in grid_baselines  # noqa: E731
+                           else no_grid)
+  unknown = (set(per_kernel) | set(routings)) - set(mspe_models)
   if unknown:
-    raise ValueError(f"per_kernel names {sorted(unknown)} are not MSPE models "
+    raise ValueError(f"per_kernel / routings name {sorted(unknown)}: not MSPE models "
                      f"({sorted(mspe_models)}).")
   methods = []
   for name in names:
     if name in mspe_models:
       model = mspe_models[name]
       methods.append(Method(name, model.policy, name))
+      for rule in routings.get(name, ()):
+        if rule == "range" and model.policy.kernel_ranges is None:
+          raise ValueError(f"Routing 'range' for {name!r} needs the kernel ranges it trained "
+                           "on; its policy has none (trained without mspe.kernel_ranges).")
+        methods.append(Method(f"{name}{ROUTE_INFIX}{rule}", model.policy.replace(routing=rule),
+                              name))
       if name in per_kernel:
-        methods += [Method(f"{name}_k{i}", model.policy.replace(kernel=i), name, square_only=True)
+        methods += [Method(f"{name}_k{i}", model.policy.replace(kernel=i), name,
+                           sweeps=SQUARE)
                     for i in range(len(model.base_sizes))]
     elif name in ("vanilla", "pi"):
-      methods.append(Method(name, base_policy.replace(mode=name), "pretrained"))
+      methods.append(Method(name, base_policy.replace(mode=name), "pretrained",
+                            sweeps=base_sweeps(name)))
     elif name == "img_resize":
-      methods.append(Method(name, base_policy.replace(mode="vanilla"), "pretrained", True))
+      methods.append(Method(name, base_policy.replace(mode="vanilla"), "pretrained", True,
+                            base_sweeps(name)))
     elif name.startswith("kernel_resize_"):
       method = geometry.canonical_method(name[len("kernel_resize_"):])
       methods.append(Method(name, base_policy.replace(mode="resize", kernel_resize_method=method),
-                            "pretrained", square_only=True))
+                            "pretrained", sweeps=SQUARE))
     else:
       raise ValueError(f"Unknown method {name!r}: expected one of {BASELINES} or an MSPE model "
                        f"name ({sorted(mspe_models)}).")
@@ -135,8 +161,6 @@ class Sweep:
     key = (method.name, tuple(hw))
     if key in self.skipped:
       return False
-    if method.square_only and hw[0] != hw[1]:
-      return False
     try:
       self.plan(method, hw)
       return True
@@ -148,26 +172,38 @@ class Sweep:
           progress: bool = True) -> tuple[dict, float]:
     """``({(method, hw): correct}, examples)`` over ``batches`` (dicts with image/label/mask)."""
     pairs = [(m, s.hw) for s in self.shapes for m in self.methods.values()
-             if self.runnable(m, s.hw) and not (m.square_only and s.sweep != "square")]
+             if m.runs(s.sweep) and self.runnable(m, s.hw)]
     pairs = list(dict.fromkeys((m.name, hw) for m, hw in pairs))
+    # Pairs that are the same computation (e.g. two routing rules that pick the same kernel,
+    # or a rule and the forced kernel it picks) run once.
+    same = {p: self._computation(self.methods[p[0]], p[1]) for p in pairs}
+    unique = list(dict.fromkeys(same.values()))
+    first = {c: next(p for p in pairs if same[p] == c) for c in unique}
     correct = {p: 0 for p in pairs}
     total = 0.0
-    bar = tqdm.tqdm(total=None if num_batches is None else num_batches * len(pairs),
+    bar = tqdm.tqdm(total=None if num_batches is None else num_batches * len(unique),
                     desc="eval sweep", unit="eval", disable=not progress, mininterval=2.0)
     for batch in batches:
       gb = jax_utils.shard_batch(batch, self.mesh)
       counts = {}
-      for name, hw in pairs:
+      for c in unique:
+        name, hw = first[c]
         params = params_by_key[self.methods[name].model_key]
         tokens = self._embed(params, gb["image"], method=name, hw=hw)
-        counts[(name, hw)] = self._encode(vit.encoder_params(params), tokens, gb["label"],
-                                          gb["mask"])
+        counts[c] = self._encode(vit.encoder_params(params), tokens, gb["label"], gb["mask"])
         bar.update(1)
-      for k, v in jax.device_get(counts).items():
-        correct[k] += int(v)
+      counts = jax.device_get(counts)
+      for p in pairs:
+        correct[p] += int(counts[same[p]])
       total += float(batch["mask"].sum())
     bar.close()
     return correct, total
+
+  def _computation(self, method: Method, hw):
+    """What determines a pair's result: the model, the input and its plan, and the policy
+    less the fields that only choose the kernel (the plan holds the choice)."""
+    policy = method.policy.replace(kernel=None, routing="smaller", kernel_ranges=None)
+    return (method.model_key, method.to_native, tuple(hw), self.plan(method, hw), policy)
 
   def compiled_programs(self) -> dict[str, int]:
     """``{"embed": per (method, shape), "encoder": per token grid}``."""
@@ -181,7 +217,7 @@ def rows(sweep: Sweep, correct: dict, total: float, mspe_names: Iterable[str]) -
   for shape in sweep.shapes:
     for name, m in sweep.methods.items():
       row = {"method": name, "sweep": shape.sweep, "height": shape.hw[0], "width": shape.hw[1]}
-      if m.square_only and shape.sweep != "square":
+      if not m.runs(shape.sweep):
         continue
       if (name, shape.hw) not in correct:
         out.append({**row, "top1": None, "note": sweep.skipped.get((name, shape.hw), "")})

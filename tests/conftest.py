@@ -73,6 +73,7 @@ def demo_runs(tmp_path_factory):
   ecfg.widths = (28,)
   ecfg.fixed_widths = ()
   ecfg.grid_sizes = (7, 14)
+  ecfg.routings = ("geometric", "larger", "smaller", "range")
   ecfg.eval_examples = DEMO_EVAL_IMAGES
   ecfg.batch_size = 500
   ecfg.progress_bar = False

@@ -42,6 +42,26 @@ def test_fashion_mnist_from_debian_files():
   np.testing.assert_allclose(batch["image"][0, ..., 0], raw[0] / 127.5 - 1, atol=1e-6)
 
 
+def test_debian_splits_slice_as_in_tfds(tmp_path):
+  """The demo trains on train[:55000] and picks its routing rule on train[55000:]: disjoint,
+  together the whole split, in file order; TFDS's split grammar, clear errors."""
+  rng = np.random.default_rng(0)
+  for name, n in (("train", 12), ("test", 4)):
+    img, lbl = data._FMNIST_FILES[name]  # noqa: SLF001
+    _write_idx(tmp_path / img, rng.integers(0, 256, (n, 3, 3)))
+    _write_idx(tmp_path / lbl, np.arange(n) % 10)
+  labels = lambda split: np.array(  # noqa: E731
+      [e["label"] for e in data.fashion_mnist_files(split, str(tmp_path)).make(None)])
+  np.testing.assert_array_equal(labels("train[:9]"), np.arange(9))
+  np.testing.assert_array_equal(labels("train[9:]"), [9, 0, 1])
+  np.testing.assert_array_equal(labels("train[:25%]+test[-1:]"), [0, 1, 2, 3])
+  assert data.fashion_mnist_files("test[1:3]", str(tmp_path)).num_examples == 2
+  with pytest.raises(ValueError, match="Unknown split 'validation'"):
+    data.fashion_mnist_files("validation", str(tmp_path))
+  with pytest.raises(ValueError, match="is empty"):
+    data.fashion_mnist_files("train[5:5]", str(tmp_path))
+
+
 def test_train_iterator_resumes_exactly_and_drops_labels():
   src = data.get_source("fashion_mnist", "train")
   aug = dict(crop_scale=(0.5, 1.0), flip=True, color_jitter=0.2)

@@ -36,3 +36,16 @@ def test_label_free_run_never_sees_labels_and_still_helps(demo_runs):
   res = demo_runs["eval"]
   assert top1(res, "mspe_distill", 14) > top1(res, "pi", 14) + 0.05
   assert top1(res, "mspe_distill", 7) > top1(res, "pi", 7)
+
+
+def test_mspe_beats_image_resize_at_non_square_sizes_below_native(demo_runs):
+  """Per-axis kernel ranges in training and the smaller-side routing (issue: any aspect
+  ratio): at 7 x 14 and 14 x 7 px (the grid sweep) MSPE is above resizing the image, PI-resize
+  and the geometric-mean rule, which sends these inputs to a kernel too large for one axis."""
+  rows = demo_runs["eval"]["rows"]
+  grid = {(r["method"], r["height"], r["width"]): r["top1"] for r in rows
+          if r["sweep"] == "grid"}
+  for hw in ((7, 14), (14, 7)):
+    mspe = grid[("mspe",) + hw]
+    assert mspe > grid[("img_resize",) + hw], hw
+    assert mspe > grid[("mspe_route_geometric",) + hw], hw

@@ -34,7 +34,7 @@ def test_oracle_is_an_upper_bound_never_the_default(demo_runs):
     for k in oracle:
       assert oracle[k]["top1"] >= routed[k]["top1"]
       assert "oracle" in oracle[k]["note"]
-    # the routed rows use the kernel Eq. 10 picks, not the best one on the test set
+    # the routed rows use the kernel the rule picks, not the best one on the test set
     assert {routed[("square", r, r)]["kernel_index"] for r in (7, 14, 21)} == {0, 1, 2}
   assert "upper bound, not a method" in res["markdown"]
 
@@ -78,14 +78,48 @@ def test_json_has_every_method_and_shape_and_the_protocol(demo_runs):
   grid = {(r["method"], r["height"], r["width"]) for r in doc["rows"] if r["sweep"] == "grid"}
   for m in ("img_resize", "mspe", "mspe_distill"):
     assert {(m, h, w) for h in (7, 14) for w in (7, 14)} <= grid
+  assert not {m for m, _, _ in grid} & {"vanilla", "pi"}  # config.grid_baselines
   assert res["paths"]["grid_mspe"].endswith("grid_mspe_minus_img_resize.png")
   assert "## mspe minus image resize, top-1 points" in res["markdown"]
   programs = p["compiled_eval_programs"]
-  pairs = {(r["method"], r["height"], r["width"]) for r in doc["rows"]
-           if not r["method"].endswith("_oracle")}
-  assert programs["embed"] == len(pairs)  # one per (method, shape)
+  family = lambda m: "mspe_distill" if m.startswith("mspe_distill") else (  # noqa: E731
+      "mspe" if m.startswith("mspe") else m)
+  computations = {(family(r["method"]), r["height"], r["width"], r["kernel_index"])
+                  for r in doc["rows"] if not r["method"].endswith("_oracle")}
+  assert programs["embed"] == len(computations)  # one per (model, shape, kernel)
   vanilla_grids = {tuple(r["grid"]) for r in doc["rows"] if r["method"] == "vanilla"}
   assert programs["encoder"] == len(vanilla_grids | {(7, 7)})  # one per token grid
+
+
+def test_routing_rules_are_rows_of_the_same_kernels_run_once(demo_runs):
+  """config.routings: the model under each rule, on every sweep; a rule's row is the forced
+  kernel's row where it picks that kernel (computed once, so equal exactly); the markdown
+  compares the rules."""
+  rows = demo_runs["eval"]["rows"]
+  by = {(r["method"], r["sweep"], r["height"], r["width"]): r for r in rows}
+  rules = ("geometric", "larger", "smaller", "range")
+  for rule in rules:
+    mine = [r for r in rows if r["method"] == f"mspe_route_{rule}"]
+    assert {r["sweep"] for r in mine} == {"square", "fixed_height", "grid"}
+    for r in mine:
+      if r["sweep"] == "square" and r["kernel_index"] >= 0:
+        forced = by[(f"mspe_k{r['kernel_index']}", "square", r["height"], r["width"])]
+        assert r["correct"] == forced["correct"]
+  for r in rows:  # the model's own rule is the default, smaller: the same rows
+    if r["method"] == "mspe":
+      assert r["correct"] == by[("mspe_route_smaller",) + tuple(
+          r[k] for k in ("sweep", "height", "width"))]["correct"]
+  # the rules do differ somewhere on this grid (else the comparison would say nothing)
+  picks = {(r["height"], r["width"]): set() for r in rows if r["sweep"] == "grid"}
+  for r in rows:
+    if r["sweep"] == "grid" and r["method"].startswith("mspe_route_"):
+      picks[(r["height"], r["width"])].add(r["kernel_index"])
+  assert any(len(k) > 1 for k in picks.values()), picks
+  md = demo_runs["eval"]["markdown"]
+  assert "## Routing rules" in md
+  for rule in rules:
+    assert f"| {rule} | " in md
+  assert "mspe_route_" not in md.split("## Routing rules")[0]  # not in the main tables
 
 
 def test_eval_of_a_folder_that_is_not_a_training_run_says_so(tmp_path):

@@ -48,7 +48,7 @@ def test_vit_b_recipe_trains_and_evaluates(tmp_path, fake_imagenet, augreg_vit16
   out = runner.summary(proc)
   assert out["step"] == 3 and out["programs/bucket"] == 4 and out["programs/encoder"] == 1
   params = runner.npz(work / "model.npz")
-  assert [params[f"mspe/embedding_{i}/kernel"].shape[0] for i in range(4)] == [4, 8, 12, 16]
+  assert [params[f"mspe/embedding_{i}/kernel"].shape[0] for i in range(4)] == [2, 4, 8, 16]
   assert "eval/top1_56x56" in out
   proc = runner.run_script("eval.py", "configs/vit_b_eval.py:smoke", work,
                            {"pretrained": augreg_vit16,
@@ -59,3 +59,25 @@ def test_vit_b_recipe_trains_and_evaluates(tmp_path, fake_imagenet, augreg_vit16
   sizes = {(r["height"], r["width"]) for r in doc["rows"]}
   assert sizes == {(56, 56), (224, 224), (128, 112)}
   assert "| mspe |" in proc.stdout
+
+
+@pytest.mark.parametrize("arg, shapes", [("", [9, 25, 81, 25]), ("coarse", [4, 9, 25, 9]),
+                                         ("paper", [5, 4, 4, 6])])
+def test_vit_b_recipe_shapes(arg, shapes):
+  """The authors' per-axis draws (140 shapes: one program each), the coarser grid and the
+  paper's square subsets; every shape on the 14x14 grid, each kernel's aspect ratios <= 2:1."""
+  from configs import vit_b_mspe
+  from mspe_jax import terms
+  from mspe_jax.patch_embed import PatchEmbed
+  from mspe_jax.vit import ViT
+  cfg = vit_b_mspe.get_config(arg or None)
+  model = ViT(image_size=224, policy=PatchEmbed("mspe", base_sizes=tuple(cfg.mspe.base_sizes)))
+  subsets = terms.subsets_from_config(cfg.mspe, model)
+  assert [len(s) for s in subsets] == shapes
+  for s in subsets:
+    for h, w in s:
+      assert h % 14 == 0 and w % 14 == 0 and max(h, w) <= 2 * min(h, w)
+  if arg != "paper":
+    assert {hw for s in subsets for hw in s} >= {(28, 56), (56, 28), (280, 224), (224, 224)}
+  with pytest.raises(ValueError, match="Unknown variant 'bogus'"):
+    vit_b_mspe.get_config("bogus")
