@@ -31,7 +31,7 @@ demo: setup
 	  --config.compare.mspe_distill=$(DEMO)_distill
 
 # Which kernel serves a non-square input: each routing rule on the 5,000 held-out training
-# images (after `make demo`; about 17 minutes on 2 cores).
+# images (after `make demo`; 34 minutes measured on 2 cores shared with another run).
 routing: setup
 	$(PY) eval.py --config configs/fashion_mnist_routing.py --workdir $(DEMO) \
 	  --out_dir $(DEMO)/routing

@@ -1,20 +1,23 @@
 r"""The offline resolution sweep: Fashion-MNIST test set, every baseline and MSPE.
 
 Sizes from 1/4 to 2x the native 28 px: every multiple of the 7x7 grid (7 ... 56), sizes
-between them (10, 18, 24, 32, 40) where the leftover-pixel policy decides, and the two
-aspect-ratio sweeps (height 14 with widths 7 ... 56, width 14 with heights 7 ... 56).
+between them (10, 18, 24, 32, 40) where the leftover-pixel policy decides, the two
+aspect-ratio sweeps (height 14 with widths 7 ... 56, width 14 with heights 7 ... 56), and
+the grid: every (h, w) pair of 7, 10, 14, 21, 28, 42, 56 px for the MSPE models and image
+resizing (``grid_baselines``), drawn as heatmaps of MSPE minus image resize.
 
-Command (after the MSPE training of configs/fashion_mnist_mspe.py; 9.5 to 15 minutes on 2 CPU
-cores for the first 2,000 test images; ``--config.eval_examples=10000`` for all of them):
+Command (after the MSPE training of configs/fashion_mnist_mspe.py; 16 minutes on 2 CPU cores
+for the first 2,000 test images; ``--config.eval_examples=10000`` for all of them):
 
   python eval.py --config configs/fashion_mnist_eval.py --workdir runs/demo \
       --config.compare.mspe_distill=runs/demo_distill
 
 Evaluates the model trained in ``--workdir`` (as ``mspe``) and, when set, the label-free run
 (``compare.mspe_distill``). Expected result: ``runs/demo/eval/results.{md,json,csv}`` and
-three PNG plots; routed MSPE above PI-resize and vanilla at every size below 28 px and above
-image resize at 7 and 14 px; 28 px equal for vanilla, pi and mspe. The README shows the
-measured table.
+PNG plots (square sweep, one curve per fixed height / width, one heatmap per MSPE model);
+routed MSPE above PI-resize and vanilla at every size below 28 px and above image resize at
+7 and 14 px; 28 px equal for vanilla, pi and mspe. README and docs/demo_results.md show the
+measured tables.
 
 ``get_config("smoke")``: two sizes, 64 images, for tests.
 """

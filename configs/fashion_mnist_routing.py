@@ -7,7 +7,8 @@ every ``(h, w)`` pair of 7 ... 56 px, once per routing rule of ``mspe_jax.patch_
 for a shape share one computation. ``results.md`` ends with the rules' mean top-1 over all
 shapes, the shapes below native and the non-square shapes below native.
 
-Command (after configs/fashion_mnist_mspe.py; about 5 minutes on 2 CPU cores):
+Command (after configs/fashion_mnist_mspe.py, or ``make routing``; 34 minutes measured on
+2 CPU cores while another run shared them):
 
   python eval.py --config configs/fashion_mnist_routing.py --workdir runs/demo \
       --out_dir=runs/demo/routing

@@ -192,7 +192,7 @@ class Sweep:
         tokens = self._embed(params, gb["image"], method=name, hw=hw)
         counts[c] = self._encode(vit.encoder_params(params), tokens, gb["label"], gb["mask"])
         bar.update(1)
-      counts = jax.device_get(counts)
+      counts = dict(zip(unique, jax.device_get([counts[c] for c in unique])))  # keys: no pytree
       for p in pairs:
         correct[p] += int(counts[same[p]])
       total += float(batch["mask"].sum())

@@ -313,6 +313,8 @@ def test_routing_of_non_square_shapes_follows_the_documented_rule(rule, table):
   for kernel_hw, k in table.items():
     hw = (7 * kernel_hw[0], 7 * kernel_hw[1])
     assert policy.plan(*hw, patch=(4, 4), grid=(7, 7)).kernel_index == k, (rule, kernel_hw)
+  # the default is the rule measured best on held-out images (patch_embed's docstring)
+  assert PatchEmbed("mspe").routing == "smaller"
   with pytest.raises(ValueError, match="Unknown routing 'area'"):
     PatchEmbed("mspe", routing="area")
   with pytest.raises(ValueError, match="routing='range' needs kernel_ranges"):
