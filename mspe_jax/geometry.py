@@ -7,7 +7,8 @@ tokens. Pixels that do not fit the grid are handled by a *leftover policy*:
 * ``"crop"``: centre-crop to ``(N * (h // N), N * (w // N))`` (throws image away);
 * ``"pad"``: zero-pad (mid-grey in [-1, 1]) symmetrically to ``N * ceil(h / N)``;
 * ``"resize"``: resize to the nearest multiple of ``N`` (``N * round(h / N)``, at least
-  ``N``) with the model's resize method -- the default, measured best in the demo sweep.
+  ``N``) with the model's resize method -- the default, measured best in the demo sweep;
+* ``"resize_up"``: resize up to the next multiple, ``N * ceil(h / N)`` (no pixel dropped).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-LEFTOVER_POLICIES = ("crop", "pad", "resize")
+LEFTOVER_POLICIES = ("crop", "pad", "resize", "resize_up")
 # Names accepted by jax.image.resize that make sense for kernels and images.
 RESIZE_METHODS = ("nearest", "bilinear", "bicubic", "lanczos3", "lanczos5")
 _ALIASES = {"linear": "bilinear", "cubic": "bicubic"}
@@ -59,7 +60,7 @@ def fixed_grid_kernel(hw: Sequence[int], grid: Sequence[int],
                      f"minimum input size is {gh}x{gw} px (one pixel per token).")
   if leftover == "crop":
     return h // gh, w // gw
-  if leftover == "pad":
+  if leftover in ("pad", "resize_up"):
     return -(-h // gh), -(-w // gw)
   if leftover == "resize":
     # Round half up: 1.5 N -> 2, deterministic (Python's round() is banker's rounding).
@@ -85,7 +86,7 @@ def center_crop(x, hw):
 
 
 def fit(x, target_hw, leftover: str, method: str = "bilinear", antialias: bool = True):
-  """Makes an NHWC batch exactly ``target_hw`` by the leftover policy (crop, pad or resize)."""
+  """Makes an NHWC batch exactly ``target_hw`` by the leftover policy (crop, pad, resize)."""
   _, h, w, _ = x.shape
   th, tw = target_hw
   if (th, tw) == (h, w):
@@ -95,7 +96,7 @@ def fit(x, target_hw, leftover: str, method: str = "bilinear", antialias: bool =
   if leftover == "pad":
     ph, pw = th - h, tw - w
     return jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-  if leftover == "resize":
+  if leftover in ("resize", "resize_up"):
     return resize_images(x, (th, tw), method, antialias)
   raise ValueError(f"Unknown leftover policy {leftover!r}; expected one of {LEFTOVER_POLICIES}.")
 

@@ -97,7 +97,11 @@ def test_missing_datasets_say_what_was_looked_for(tmp_path):
     data.get_source("imagenet2012", "train", str(tmp_path))
   assert f"prepared TFDS dataset 'imagenet2012' under {tmp_path}" in str(e.value)
   assert "tfds build imagenet2012 --manual_dir=" in str(e.value)
-  with pytest.raises(data.DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
+  with pytest.MonkeyPatch.context() as mp:  # the Debian package not installed
+    mp.setattr(data, "DEBIAN_FASHION_MNIST", str(tmp_path / "nowhere"))
+    with pytest.raises(data.DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
+      data.get_source("fashion_mnist", "train", str(tmp_path))
+  with pytest.raises(ValueError, match="Unknown split 'validation'"):  # installed: no such split
     data.get_source("fashion_mnist", "validation", str(tmp_path))
   with pytest.raises(data.DatasetNotFoundError, match="No image files"):
     data.get_source(f"folder:{tmp_path}", "train")
@@ -156,6 +160,7 @@ def test_distill_trains_on_unlabelled_data(tmp_path, augreg_file):
     cfg = fashion_mnist_mspe_distill.get_config("smoke")
     cfg.init_file = str(augreg_file)
     cfg.data.name, cfg.data.data_dir = name, data_dir
+    cfg.data.train_split = "train"  # the demo's train[:55000] is Fashion-MNIST's
     cfg.input.batch_size = 4
     cfg.eval_every = 0
     cfg.progress_bar = False

@@ -110,8 +110,8 @@ def test_mspe_init_is_pi_resize_and_routing(augreg_file, images):
     np.testing.assert_array_equal(params["mspe"][f"embedding_{i}"]["bias"],
                                   params["embedding"]["bias"])
   # Eq. 10 on the effective kernel size: 7px -> base 1, 14 -> 2, 21 -> 3, 28.. -> 4,
-  # 7x21 -> sqrt(1*3) -> base 2.
-  expect = {(7, 7): 0, (14, 14): 1, (21, 21): 2, (28, 28): 3, (56, 56): 3, (7, 21): 1,
+  # 7x21 -> the smaller side, 1 -> base 1 (the default rule for non-square inputs).
+  expect = {(7, 7): 0, (14, 14): 1, (21, 21): 2, (28, 28): 3, (56, 56): 3, (7, 21): 0,
             (10, 10): 0, (11, 11): 1}
   for hw, k in expect.items():
     assert model.plan(*hw).kernel_index == k, hw
@@ -137,6 +137,13 @@ def test_leftover_policies(augreg_file, images):
   padded = np.pad(x, ((0, 0), (1, 2), (1, 2), (0, 0)))
   np.testing.assert_allclose(_apply(with_leftover("pad"), params, x),
                              _apply(model, params, padded), rtol=1e-5, atol=1e-5)
+  # resize_up: to the next multiple of the grid, per axis (10 x 18 -> 14 x 21, kernel 2 x 3)
+  up = with_leftover("resize_up")
+  assert up.plan(10, 18) == mspe_jax.Plan((2, 3), (7, 7), None, (14, 21))
+  x = images(2, 10, 18, seed=9)
+  np.testing.assert_allclose(_apply(up, params, x), _apply(
+      model, params, np.asarray(jax.image.resize(x, (2, 14, 21, 3), "bilinear"))),
+      rtol=1e-5, atol=1e-5)
 
 
 def test_bad_inputs_raise_clear_errors(augreg_file):
