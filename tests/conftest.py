@@ -72,7 +72,7 @@ def demo_runs(tmp_path_factory):
   ecfg.resolutions = (7, 10, 14, 21, 28, 56)
   ecfg.widths = (28,)
   ecfg.fixed_widths = ()
-  ecfg.grid_sizes = (7, 14)
+  ecfg.grid_sizes = (7, 14, 28)
   ecfg.routings = ("geometric", "larger", "smaller", "range")
   ecfg.eval_examples = DEMO_EVAL_IMAGES
   ecfg.batch_size = 500

@@ -45,12 +45,14 @@ def test_label_free_run_never_sees_labels_and_still_helps(demo_runs):
 def test_mspe_beats_image_resize_at_non_square_sizes_below_native(demo_runs):
   """Per-axis kernel ranges in training and the smaller-side routing (issue: any aspect
   ratio): at 7 x 14 and 14 x 7 px (the grid sweep) MSPE is above resizing the image; at
-  14 x 28 (kernel 2 x 4) the smaller side picks the base-2 kernel and beats the geometric
-  mean's base-3 kernel, which has to shrink the 2 px axis."""
+  7 x 28 and 28 x 7 (kernel 1 x 4) the smaller side picks the base-1 kernel and beats the
+  geometric mean's base-2 kernel, which has to shrink the 1 px axis (held-out images, full
+  demo: 30 points apart)."""
   rows = demo_runs["eval"]["rows"]
   acc = {(r["method"], r["sweep"], r["height"], r["width"]): r for r in rows}
   for hw in ((7, 14), (14, 7)):
     assert acc[("mspe", "grid") + hw]["top1"] > acc[("img_resize", "grid") + hw]["top1"], hw
-  mine, geometric = (acc[(m, "fixed_height", 14, 28)] for m in ("mspe", "mspe_route_geometric"))
-  assert (mine["kernel_index"], geometric["kernel_index"]) == (1, 2)
-  assert mine["top1"] > geometric["top1"] + 0.02
+  for hw in ((7, 28), (28, 7)):
+    mine, geometric = (acc[(m, "grid") + hw] for m in ("mspe", "mspe_route_geometric"))
+    assert (mine["kernel_index"], geometric["kernel_index"]) == (0, 1), hw
+    assert mine["top1"] > geometric["top1"] + 0.05, hw
