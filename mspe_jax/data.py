@@ -1,4 +1,4 @@
-"""Input pipelines: TFDS / tf.data (+ the offline Fashion-MNIST files), resumable exactly.
+"""Input pipelines: a source found by name, then tf.data preprocessing, resumable exactly.
 
 Every element is a dict ``{"image": uint8 HxWxC, "label": int64}`` (no ``label`` for
 unlabelled sources) and goes through the same tf.data path:
@@ -14,214 +14,16 @@ in [-1, 1] with 3 channels (grey is tiled). TF is kept off the accelerators.
 
 from __future__ import annotations
 
-import dataclasses
-import glob
-import gzip
 import logging
 import os
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 
+from mspe_jax import offline_sources, tf_host
+from mspe_jax.sources import DatasetNotFoundError, Source, tfds_source
+
 log = logging.getLogger(__name__)
-
-DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-_FMNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-                 "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-
-def tf_without_accelerators():
-  """Imports TensorFlow with every accelerator hidden from it (JAX owns them)."""
-  import tensorflow as tf
-  try:
-    tf.config.set_visible_devices([], "GPU")
-    tf.config.set_visible_devices([], "TPU")
-  except (RuntimeError, ValueError):
-    pass  # already initialised, or no such device type
-  return tf
-
-
-def _plain(fn):
-  """Traces ``fn`` as plain TF ops, without AutoGraph (which re-reads source files: a file
-  edited while a run is going would be mis-parsed, and there is no control flow to convert)."""
-  return tf_without_accelerators().autograph.experimental.do_not_convert(fn)
-
-
-class DatasetNotFoundError(FileNotFoundError):
-  """A dataset that is not on this machine; the message says what was looked for."""
-
-
-# --------------------------------------------------------------------------- sources
-
-@dataclasses.dataclass
-class Source:
-  """A split of a dataset.
-
-  ``make(epoch_seed)`` builds this host's tf.data.Dataset of the split (shuffled by
-  ``epoch_seed``, in order when it is None); ``num_examples`` counts this host's examples.
-  """
-  name: str
-  split: str
-  num_examples: int
-  num_classes: int | None
-  has_labels: bool
-  make: Callable[[int | None], Any]
-  description: str
-
-
-def read_idx(path: str) -> np.ndarray:
-  """Reads a (gzipped) IDX file (the MNIST format) into a numpy array."""
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    data = f.read()
-  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-    raise ValueError(f"{path} is not an unsigned-byte IDX file.")
-  ndim = data[3]
-  dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-  offset = 4 + 4 * ndim
-  count = int(np.prod(dims))
-  if len(data) - offset != count:
-    raise ValueError(f"{path}: expected {count} bytes of data for shape {dims}, "
-                     f"found {len(data) - offset}.")
-  return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
-
-
-def _in_memory_source(name, split, images, labels, num_classes, description):
-  """Source over numpy arrays; each epoch is a seeded permutation (a full shuffle)."""
-  tf = tf_without_accelerators()
-  if images.ndim == 3:
-    images = images[..., None]
-  processes, index = _num_processes(), _process_index()
-  n = len(images) // processes
-
-  def make(epoch_seed):
-    order = (np.arange(len(images)) if epoch_seed is None
-             else np.random.default_rng(epoch_seed).permutation(len(images)))
-    order = order[index::processes][:n]  # this host's share
-    features = {"image": images[order]}
-    if labels is not None:
-      features["label"] = labels[order].astype(np.int64)
-    return tf.data.Dataset.from_tensor_slices(features)
-
-  return Source(name, split, n, num_classes, labels is not None, make, description)
-
-
-def fashion_mnist_files(split: str, directory: str = DEBIAN_FASHION_MNIST) -> Source:
-  """Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` (IDX files).
-
-  ``split`` is a TFDS split spec over ``train`` / ``test``, slices included and parsed by
-  TFDS itself: ``"train[:55000]"`` and ``"train[55000:]"`` (the demo's training and validation
-  parts), ``"test[:50%]"``, ``"train+test"``.
-  """
-  import tensorflow_datasets as tfds  # noqa: PLC0415  (TFDS parses the split spec)
-  arrays = {}
-
-  def read(name):
-    if name not in arrays:
-      img_file, lbl_file = (os.path.join(directory, f) for f in _FMNIST_FILES[name])
-      images, labels = read_idx(img_file), read_idx(lbl_file)
-      if len(images) != len(labels):
-        raise ValueError(f"{img_file} has {len(images)} images but {lbl_file} "
-                         f"{len(labels)} labels.")
-      arrays[name] = images, labels
-    return arrays[name]
-
-  class _Info:  # what TFDS's ReadInstruction asks of a split: its size, read on demand
-    def __init__(self, name):
-      self.name = name
-
-    @property
-    def num_examples(self):
-      return len(read(self.name)[0])
-
-  try:
-    parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(
-        {name: _Info(name) for name in _FMNIST_FILES})
-  except (ValueError, AssertionError) as e:
-    raise ValueError(f"Fashion-MNIST split {split!r}: {e} (splits: {sorted(_FMNIST_FILES)}, "
-                     "sliced as in TFDS, e.g. 'train[:55000]')") from None
-  pieces = [tuple(a[p.from_:p.to] for a in read(p.splitname)) for p in parts]
-  images, labels = (np.concatenate(a) for a in zip(*pieces))
-  if not len(images):
-    raise ValueError(f"Fashion-MNIST split {split!r} is empty.")
-  return _in_memory_source("fashion_mnist", split, images, labels, 10,
-                           f"Fashion-MNIST {split} from {directory} (Debian dataset-fashion-mnist)")
-
-
-def _tfds_prepared_dir(name: str, data_dir: str | None) -> str | None:
-  """The prepared TFDS directory of ``name`` under ``data_dir``, without touching the network."""
-  import tensorflow_datasets as tfds
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except Exception:  # noqa: BLE001  (unknown name or no code for it: look for files instead)
-    builder = None
-  if builder is not None and os.path.exists(os.path.join(builder.data_dir, "dataset_info.json")):
-    return builder.data_dir
-  root = data_dir or os.path.expanduser("~/tensorflow_datasets")
-  candidates = sorted(glob.glob(os.path.join(root, name.split(":")[0], "*", "dataset_info.json")))
-  return os.path.dirname(candidates[-1]) if candidates else None
-
-
-def tfds_source(name: str, split: str, data_dir: str | None = None) -> Source:
-  """A prepared TFDS dataset, read with per-epoch file shuffling (deterministic)."""
-  tf_without_accelerators()
-  import tensorflow_datasets as tfds
-  prepared = _tfds_prepared_dir(name, data_dir)
-  if prepared is None:
-    raise DatasetNotFoundError(name)
-  builder = tfds.builder_from_directory(prepared)
-  info = builder.info
-  label = info.features["label"] if "label" in info.features else None
-  num_classes = getattr(label, "num_classes", None)
-  processes = _num_processes()
-  host_split = tfds.split_for_jax_process(split) if processes > 1 else split
-  num_examples = info.splits[split].num_examples // processes  # the same on every host
-
-  def make(epoch_seed):
-    read = tfds.ReadConfig(shuffle_seed=epoch_seed, interleave_cycle_length=16)
-    ds = builder.as_dataset(split=host_split, shuffle_files=epoch_seed is not None,
-                            read_config=read, decoders=_skip_decoding(info))
-    keys = ["image", "label"] if label is not None else ["image"]
-    return ds.map(_plain(lambda ex: {k: ex[k] for k in keys})).take(num_examples)
-
-  return Source(name, split, num_examples, num_classes, label is not None, make,
-                f"TFDS {name} ({split}) from {prepared}")
-
-
-def _skip_decoding(info):
-  import tensorflow_datasets as tfds
-  image = info.features["image"]
-  if getattr(image, "encoding_format", None) in ("jpeg", "png"):
-    return {"image": tfds.decode.SkipDecoding()}  # decode after skipping / cropping
-  return None
-
-
-def image_folder_source(directory: str, split: str = "train") -> Source:
-  """Unlabelled images of any sizes from a folder (recursive): ``{"image": encoded bytes}``."""
-  tf = tf_without_accelerators()
-  files = sorted(f for f in glob.glob(os.path.join(directory, "**", "*"), recursive=True)
-                 if f.lower().endswith(IMAGE_EXTENSIONS))
-  if not files:
-    raise DatasetNotFoundError(f"folder:{directory}")
-
-  processes, index = _num_processes(), _process_index()
-  n = len(files) // processes
-
-  def make(epoch_seed):
-    order = (np.arange(len(files)) if epoch_seed is None
-             else np.random.default_rng(epoch_seed).permutation(len(files)))
-    ds = tf.data.Dataset.from_tensor_slices(np.asarray(files)[order[index::processes][:n]])
-    return ds.map(_plain(lambda f: {"image": tf.io.read_file(f)}))
-
-  return Source(f"folder:{directory}", split, n, None, False, make,
-                f"{len(files)} image files under {directory} (no labels)")
-
-
-def _num_processes() -> int:
-  import jax
-  return jax.process_count()
 
 
 def get_source(name: str, split: str, data_dir: str | None = None) -> Source:
@@ -233,10 +35,10 @@ def get_source(name: str, split: str, data_dir: str | None = None) -> Source:
   if name.startswith("folder:"):
     directory = name[len("folder:"):]
     try:
-      return image_folder_source(directory, split)
+      return offline_sources.image_folder_source(directory, split)
     except DatasetNotFoundError:
-      raise DatasetNotFoundError(
-          f"No image files ({', '.join(IMAGE_EXTENSIONS)}) found under {directory!r}.") from None
+      raise DatasetNotFoundError(f"No image files ({', '.join(offline_sources.IMAGE_EXTENSIONS)}) "
+                                 f"found under {directory!r}.") from None
   looked = []
   try:
     return tfds_source(name, split, data_dir)
@@ -244,10 +46,11 @@ def get_source(name: str, split: str, data_dir: str | None = None) -> Source:
     looked.append(f"a prepared TFDS dataset {name!r} under "
                   f"{data_dir or os.path.expanduser('~/tensorflow_datasets')}")
   if name == "fashion_mnist":
-    files = [os.path.join(DEBIAN_FASHION_MNIST, f) for fs in _FMNIST_FILES.values() for f in fs]
+    directory = offline_sources.DEBIAN_FASHION_MNIST
+    files = offline_sources.fashion_mnist_file_paths(directory)
     if all(os.path.exists(f) for f in files):
-      return fashion_mnist_files(split)
-    looked.append(f"the Debian package files {files or DEBIAN_FASHION_MNIST}")
+      return offline_sources.fashion_mnist_files(split, directory)
+    looked.append(f"the Debian package files {files}")
     how = ("install it with `sudo apt-get install dataset-fashion-mnist` (offline-friendly) or "
            "prepare it with `tfds build fashion_mnist` (needs the internet)")
   elif name == "imagenet2012":
@@ -292,7 +95,7 @@ def _color_jitter(tf, image, strength, seeds):
 def train_preprocess(example, seed, *, image_size: int, crop_scale=(0.08, 1.0),
                      crop_ratio=(3 / 4, 4 / 3), flip: bool = True, color_jitter: float = 0.0):
   """Random resized crop to the native size, flip, colour jitter, values in [-1, 1]."""
-  tf = tf_without_accelerators()
+  tf = tf_host.tf_without_accelerators()
   seeds = tf.random.experimental.stateless_split(seed, num=5)
   image = _decode(tf, example["image"])
   if crop_scale is not None:
@@ -312,7 +115,7 @@ def train_preprocess(example, seed, *, image_size: int, crop_scale=(0.08, 1.0),
 
 def eval_preprocess(example, *, image_size: int, crop_fraction: float = 0.875):
   """Resize the shorter side to ``image_size / crop_fraction``, central crop, [-1, 1]."""
-  tf = tf_without_accelerators()
+  tf = tf_host.tf_without_accelerators()
   image = _decode(tf, example["image"])
   shape = tf.cast(tf.shape(image)[:2], tf.float32)
   target = tf.cast(tf.math.ceil(image_size / crop_fraction), tf.float32)
@@ -338,7 +141,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def steps_per_epoch(source: Source, global_batch: int) -> int:
   """Full batches per epoch (every host has the same count: the splits are even)."""
-  local_batch = global_batch // _num_processes()
+  local_batch = global_batch // tf_host.num_processes()
   steps = source.num_examples // local_batch
   if steps < 1:
     raise ValueError(f"{source.description}: {source.num_examples} examples do not fill one "
@@ -354,8 +157,8 @@ def train_iterator(source: Source, *, global_batch: int, image_size: int, seed: 
   Batch ``s`` is the same whatever ``start_step`` was: epoch ``e`` is a seeded shuffle and
   example ``i`` of it is augmented with seed ``(seed_e, i)``.
   """
-  tf = tf_without_accelerators()
-  processes = _num_processes()
+  tf = tf_host.tf_without_accelerators()
+  processes = tf_host.num_processes()
   if global_batch % processes:
     raise ValueError(f"Global batch {global_batch} is not divisible by {processes} processes.")
   local_batch = global_batch // processes
@@ -367,22 +170,17 @@ def train_iterator(source: Source, *, global_batch: int, image_size: int, seed: 
     ds = source.make(e_seed)
     ds = ds.enumerate().skip(offset * local_batch)
     if drop_labels:
-      ds = ds.map(_plain(lambda i, ex: (i, {"image": ex["image"]})))
+      ds = ds.map(tf_host.plain(lambda i, ex: (i, {"image": ex["image"]})))
 
     def prep(i, ex, e_seed=e_seed):
       seed_i = tf.stack([tf.constant(e_seed, tf.int64), i])
       return train_preprocess(ex, seed_i, image_size=image_size, **augment)
 
-    ds = ds.map(_plain(prep), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(tf_host.plain(prep), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local_batch, drop_remainder=True).take(per_epoch - offset)
     ds = ds.prefetch(2)
     yield from ds.as_numpy_iterator()
     epoch, offset = epoch + 1, 0
-
-
-def _process_index() -> int:
-  import jax
-  return jax.process_index()
 
 
 def eval_batches(source: Source, *, batch_size: int, image_size: int, crop_fraction: float = 1.0,
@@ -391,10 +189,10 @@ def eval_batches(source: Source, *, batch_size: int, image_size: int, crop_fract
 
   Each batch has ``image``, ``label`` (if any) and ``mask`` (1 for real examples).
   """
-  tf = tf_without_accelerators()
+  tf = tf_host.tf_without_accelerators()
   n = source.num_examples if max_examples is None else min(max_examples, source.num_examples)
   ds = source.make(None).take(n)
-  ds = ds.map(_plain(lambda ex: eval_preprocess(ex, image_size=image_size,
+  ds = ds.map(tf_host.plain(lambda ex: eval_preprocess(ex, image_size=image_size,
                                                 crop_fraction=crop_fraction)),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch_size).prefetch(2)

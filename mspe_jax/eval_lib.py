@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 def describe_routing(models: dict) -> str:
   """The routing rule of the MSPE models in words (once if they share it)."""
   rules = {name: m.policy.routing for name, m in models.items()}
-  if len(set(rules.values())) <= 1:
-    return ROUTING_RULES[next(iter(rules.values()), "geometric")]
+  if not rules:
+    return "none (no MSPE model evaluated)"
+  if len(set(rules.values())) == 1:
+    return ROUTING_RULES[next(iter(rules.values()))]
   return "; ".join(f"{name}: {ROUTING_RULES[rule]}" for name, rule in rules.items())
 
 

@@ -81,7 +81,7 @@ def create_writer(workdir: str, *, enabled: bool = True, resume_step: int = 0):
   if not enabled:
     return metric_writers.MultiWriter([])
   os.makedirs(workdir, exist_ok=True)
-  from mspe_jax.data import tf_without_accelerators
+  from mspe_jax.tf_host import tf_without_accelerators
   tf_without_accelerators()  # clu's SummaryWriter uses TF: keep it off the accelerators
   return metric_writers.MultiWriter([
       metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")),

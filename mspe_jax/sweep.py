@@ -202,7 +202,8 @@ class Sweep:
   def _computation(self, method: Method, hw):
     """What determines a pair's result: the model, the input and its plan, and the policy
     less the fields that only choose the kernel (the plan holds the choice)."""
-    policy = method.policy.replace(kernel=None, routing="smaller", kernel_ranges=None)
+    default = PatchEmbed.routing  # any one value: the plan holds the choice
+    policy = method.policy.replace(kernel=None, routing=default, kernel_ranges=None)
     return (method.model_key, method.to_native, tuple(hw), self.plan(method, hw), policy)
 
   def compiled_programs(self) -> dict[str, int]:

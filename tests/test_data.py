@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import fashion_mnist_mspe
-from mspe_jax import data, train_lib
+from mspe_jax import data, offline_sources, sources, train_lib
 
 
 def _write_idx(path, array):
@@ -21,14 +21,14 @@ def test_idx_round_trip_and_errors(tmp_path):
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
   _write_idx(tmp_path / "x.gz", images)
-  np.testing.assert_array_equal(data.read_idx(str(tmp_path / "x.gz")), images)
+  np.testing.assert_array_equal(offline_sources.read_idx(str(tmp_path / "x.gz")), images)
   (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x01" + b"\x00" * 8))
   with pytest.raises(ValueError, match="not an unsigned-byte IDX"):
-    data.read_idx(str(tmp_path / "bad.gz"))
+    offline_sources.read_idx(str(tmp_path / "bad.gz"))
   with gzip.open(tmp_path / "short.gz", "wb") as f:
     f.write(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big") + b"\x01\x02")
   with pytest.raises(ValueError, match="expected 10 bytes"):
-    data.read_idx(str(tmp_path / "short.gz"))
+    offline_sources.read_idx(str(tmp_path / "short.gz"))
 
 
 def test_fashion_mnist_from_debian_files():
@@ -38,7 +38,8 @@ def test_fashion_mnist_from_debian_files():
   assert batch["image"].shape == (16, 28, 28, 3) and batch["image"].dtype == np.float32
   assert -1.0 <= batch["image"].min() and batch["image"].max() <= 1.0
   np.testing.assert_array_equal(batch["image"][..., 0], batch["image"][..., 2])  # grey tiled
-  raw = data.read_idx(os.path.join(data.DEBIAN_FASHION_MNIST, "t10k-images-idx3-ubyte.gz"))
+  raw = offline_sources.read_idx(
+      os.path.join(offline_sources.DEBIAN_FASHION_MNIST, "t10k-images-idx3-ubyte.gz"))
   np.testing.assert_allclose(batch["image"][0, ..., 0], raw[0] / 127.5 - 1, atol=1e-6)
 
 
@@ -47,19 +48,19 @@ def test_debian_splits_slice_as_in_tfds(tmp_path):
   together the whole split, in file order; TFDS's split grammar, clear errors."""
   rng = np.random.default_rng(0)
   for name, n in (("train", 12), ("test", 4)):
-    img, lbl = data._FMNIST_FILES[name]  # noqa: SLF001
+    img, lbl = offline_sources.FMNIST_FILES[name]
     _write_idx(tmp_path / img, rng.integers(0, 256, (n, 3, 3)))
     _write_idx(tmp_path / lbl, np.arange(n) % 10)
   labels = lambda split: np.array(  # noqa: E731
-      [e["label"] for e in data.fashion_mnist_files(split, str(tmp_path)).make(None)])
+      [e["label"] for e in offline_sources.fashion_mnist_files(split, str(tmp_path)).make(None)])
   np.testing.assert_array_equal(labels("train[:9]"), np.arange(9))
   np.testing.assert_array_equal(labels("train[9:]"), [9, 0, 1])
   np.testing.assert_array_equal(labels("train[:25%]+test[-1:]"), [0, 1, 2, 3])
-  assert data.fashion_mnist_files("test[1:3]", str(tmp_path)).num_examples == 2
+  assert offline_sources.fashion_mnist_files("test[1:3]", str(tmp_path)).num_examples == 2
   with pytest.raises(ValueError, match="Unknown split 'validation'"):
-    data.fashion_mnist_files("validation", str(tmp_path))
+    offline_sources.fashion_mnist_files("validation", str(tmp_path))
   with pytest.raises(ValueError, match="is empty"):
-    data.fashion_mnist_files("train[5:5]", str(tmp_path))
+    offline_sources.fashion_mnist_files("train[5:5]", str(tmp_path))
 
 
 def test_train_iterator_resumes_exactly_and_drops_labels():
@@ -93,17 +94,17 @@ def test_eval_batches_pad_the_last_batch():
 
 
 def test_missing_datasets_say_what_was_looked_for(tmp_path):
-  with pytest.raises(data.DatasetNotFoundError) as e:
+  with pytest.raises(sources.DatasetNotFoundError) as e:
     data.get_source("imagenet2012", "train", str(tmp_path))
   assert f"prepared TFDS dataset 'imagenet2012' under {tmp_path}" in str(e.value)
   assert "tfds build imagenet2012 --manual_dir=" in str(e.value)
   with pytest.MonkeyPatch.context() as mp:  # the Debian package not installed
-    mp.setattr(data, "DEBIAN_FASHION_MNIST", str(tmp_path / "nowhere"))
-    with pytest.raises(data.DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
+    mp.setattr(offline_sources, "DEBIAN_FASHION_MNIST", str(tmp_path / "nowhere"))
+    with pytest.raises(sources.DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
       data.get_source("fashion_mnist", "train", str(tmp_path))
   with pytest.raises(ValueError, match="Unknown split 'validation'"):  # installed: no such split
     data.get_source("fashion_mnist", "validation", str(tmp_path))
-  with pytest.raises(data.DatasetNotFoundError, match="No image files"):
+  with pytest.raises(sources.DatasetNotFoundError, match="No image files"):
     data.get_source(f"folder:{tmp_path}", "train")
 
 

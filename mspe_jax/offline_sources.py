@@ -1,0 +1,124 @@
+"""Offline sources: Fashion-MNIST from the Debian package's IDX files (split specs as in
+TFDS) and folders of unlabelled image files of any size. Each epoch is a seeded permutation;
+every host takes an equal, disjoint share."""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+
+import numpy as np
+
+from mspe_jax import tf_host
+from mspe_jax.sources import DatasetNotFoundError, Source
+
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+FMNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def read_idx(path: str) -> np.ndarray:
+  """Reads a (gzipped) IDX file (the MNIST format) into a numpy array."""
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    data = f.read()
+  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+    raise ValueError(f"{path} is not an unsigned-byte IDX file.")
+  ndim = data[3]
+  dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+  offset = 4 + 4 * ndim
+  count = int(np.prod(dims))
+  if len(data) - offset != count:
+    raise ValueError(f"{path}: expected {count} bytes of data for shape {dims}, "
+                     f"found {len(data) - offset}.")
+  return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
+
+
+def _in_memory_source(name, split, images, labels, num_classes, description):
+  """Source over numpy arrays; each epoch is a seeded permutation (a full shuffle)."""
+  tf = tf_host.tf_without_accelerators()
+  if images.ndim == 3:
+    images = images[..., None]
+  processes, index = tf_host.num_processes(), tf_host.process_index()
+  n = len(images) // processes
+
+  def make(epoch_seed):
+    order = (np.arange(len(images)) if epoch_seed is None
+             else np.random.default_rng(epoch_seed).permutation(len(images)))
+    order = order[index::processes][:n]  # this host's share
+    features = {"image": images[order]}
+    if labels is not None:
+      features["label"] = labels[order].astype(np.int64)
+    return tf.data.Dataset.from_tensor_slices(features)
+
+  return Source(name, split, n, num_classes, labels is not None, make, description)
+
+
+def fashion_mnist_files(split: str, directory: str = DEBIAN_FASHION_MNIST) -> Source:
+  """Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` (IDX files).
+
+  ``split`` is a TFDS split spec over ``train`` / ``test``, slices included and parsed by
+  TFDS itself: ``"train[:55000]"`` and ``"train[55000:]"`` (the demo's training and validation
+  parts), ``"test[:50%]"``, ``"train+test"``.
+  """
+  import tensorflow_datasets as tfds  # noqa: PLC0415  (TFDS parses the split spec)
+  arrays = {}
+
+  def read(name):
+    if name not in arrays:
+      img_file, lbl_file = (os.path.join(directory, f) for f in FMNIST_FILES[name])
+      images, labels = read_idx(img_file), read_idx(lbl_file)
+      if len(images) != len(labels):
+        raise ValueError(f"{img_file} has {len(images)} images but {lbl_file} "
+                         f"{len(labels)} labels.")
+      arrays[name] = images, labels
+    return arrays[name]
+
+  class _Info:  # what TFDS's ReadInstruction asks of a split: its size, read on demand
+    def __init__(self, name):
+      self.name = name
+
+    @property
+    def num_examples(self):
+      return len(read(self.name)[0])
+
+  try:
+    parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(
+        {name: _Info(name) for name in FMNIST_FILES})
+  except (ValueError, AssertionError) as e:
+    raise ValueError(f"Fashion-MNIST split {split!r}: {e} (splits: {sorted(FMNIST_FILES)}, "
+                     "sliced as in TFDS, e.g. 'train[:55000]')") from None
+  pieces = [tuple(a[p.from_:p.to] for a in read(p.splitname)) for p in parts]
+  images, labels = (np.concatenate(a) for a in zip(*pieces))
+  if not len(images):
+    raise ValueError(f"Fashion-MNIST split {split!r} is empty.")
+  return _in_memory_source("fashion_mnist", split, images, labels, 10,
+                           f"Fashion-MNIST {split} from {directory} (Debian dataset-fashion-mnist)")
+
+
+def fashion_mnist_file_paths(directory: str = DEBIAN_FASHION_MNIST) -> list[str]:
+  """The four IDX files the Debian package installs under ``directory``."""
+  return [os.path.join(directory, f) for fs in FMNIST_FILES.values() for f in fs]
+
+
+def image_folder_source(directory: str, split: str = "train") -> Source:
+  """Unlabelled images of any sizes from a folder (recursive): ``{"image": encoded bytes}``."""
+  tf = tf_host.tf_without_accelerators()
+  files = sorted(f for f in glob.glob(os.path.join(directory, "**", "*"), recursive=True)
+                 if f.lower().endswith(IMAGE_EXTENSIONS))
+  if not files:
+    raise DatasetNotFoundError(f"folder:{directory}")
+
+  processes, index = tf_host.num_processes(), tf_host.process_index()
+  n = len(files) // processes
+
+  def make(epoch_seed):
+    order = (np.arange(len(files)) if epoch_seed is None
+             else np.random.default_rng(epoch_seed).permutation(len(files)))
+    ds = tf.data.Dataset.from_tensor_slices(np.asarray(files)[order[index::processes][:n]])
+    return ds.map(tf_host.plain(lambda f: {"image": tf.io.read_file(f)}))
+
+  return Source(f"folder:{directory}", split, n, None, False, make,
+                f"{len(files)} image files under {directory} (no labels)")
