@@ -12,7 +12,8 @@ from ml_collections.config_dict import placeholder
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.mode = "mspe"             # "mspe": only the MSPE kernels train; "full": everything trains
+  c.mode = "mspe"             # "mspe": only the MSPE kernels train; "full": everything trains;
+                              # "flexi": everything trains, one random patch size per step
   c.init_file = placeholder(str)  # AugReg / big_vision .npz to start from (None: scratch)
 
   c.model = ml_collections.ConfigDict()
@@ -40,8 +41,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.mspe.lam = 1.0            # weight of the native-resolution term (paper Eq. 7)
   c.mspe.freeze_native_kernel = False
 
+  c.flexi = ml_collections.ConfigDict()  # mode "flexi" (FlexiViT)
+  c.flexi.patch_sizes = ()    # the patch sizes drawn (px; the image stays model.image_size)
+  c.flexi.weights = ()        # their relative probabilities; (): uniform
+  c.flexi.kernel_size = placeholder(int)  # the stored kernel (big_vision: 32); None: the file's
+  c.flexi.posemb_size = placeholder(int)  # the stored position-embedding grid (big_vision: 7)
+
   c.loss = ml_collections.ConfigDict()
-  c.loss.kind = "ce"          # "ce" (Eq. 7) | "distill" (no labels) | "ce+distill"
+  c.loss.kind = "ce"          # "ce" (Eq. 7) | "distill" (no labels) | "ce+distill"; the
+                              # teacher: mspe, the native model; flexi, the init_file model
   c.loss.temperature = 1.0
   c.loss.distill_weight = 1.0
   c.loss.label_smoothing = 0.0
@@ -107,6 +115,8 @@ def eval_config() -> ml_collections.ConfigDict:
   c.heights = ()
   c.grid_sizes = ()         # every (h, w) pair of these sizes: MSPE minus image-resize heatmap
   c.grid_baselines = ("img_resize",)  # the baselines that also run the grid (MSPE models do)
+  c.flexivit = placeholder(str)  # a FlexiViT (mode "flexi" workdir or .npz): method "flexivit"
+  c.patch_sizes = ()        # FlexiViT's sweep: these patch sizes at the native resolution
   c.leftover = placeholder(str)       # None: each model's own ("resize" by default)
   c.resize_method = placeholder(str)  # None: the pretrained model's ("bilinear")
   c.antialias = True

@@ -40,11 +40,12 @@ def _sha(path: str) -> str:
   return h.hexdigest()[:16]
 
 
-def load_model(path: str, overrides: dict):
-  """``(model, params, identity)`` from a training workdir (orbax) or an exported ``.npz``;
-  ``overrides`` replace fields of its patch-embedding policy (leftover, resize method)."""
+def load_model(path: str, overrides: dict, mode: str = "mspe"):
+  """``(model, params, identity)`` from a training workdir (orbax) or an exported ``.npz``
+  (read with policy ``mode``); ``overrides`` replace fields of its patch-embedding policy
+  (leftover, resize method)."""
   if path.endswith(".npz"):
-    model, params = npz.load_pretrained(path, "mspe", **overrides)
+    model, params = npz.load_pretrained(path, mode, **overrides)
     return model, params, f"{path} (sha256 {_sha(path)})"
   if not workdir.is_workdir(path):
     raise ValueError(f"{path} is neither an .npz file nor a training workdir (no "
@@ -66,24 +67,31 @@ def evaluate(config, workdir_path: str, out_dir: str | None = None) -> dict:
                                  ("resize_method", config.resize_method)) if v}
   base, base_params = npz.load_pretrained(config.pretrained, "vanilla", **overrides)
   identities = {"pretrained": f"{config.pretrained} (sha256 {_sha(config.pretrained)})"}
-  models = {}
+  mspe_paths = {}
   if config.model_name:
-    models[config.model_name] = workdir_path
-  models.update({k: v for k, v in config.compare.items() if v})
+    mspe_paths[config.model_name] = workdir_path
+  mspe_paths.update({k: v for k, v in config.compare.items() if v})
   mspe_models, params_by_key = {}, {"pretrained": base_params}
-  for name, path in models.items():
+  for name, path in mspe_paths.items():
     model, params, identities[name] = load_model(path, overrides)
     mspe_models[name], params_by_key[name] = model, params
     log.info("Evaluating %s: %s", name, identities[name])
-  names = list(config.methods) + list(mspe_models)
+  models = {"pretrained": base, **mspe_models}
+  if config.flexivit:  # a flexi-trained ViT: the real FlexiViT row and series
+    models[sweep.FLEXIVIT], params_by_key[sweep.FLEXIVIT], identities[sweep.FLEXIVIT] = (
+        load_model(config.flexivit, overrides, mode="vanilla"))
+    log.info("Evaluating %s: %s", sweep.FLEXIVIT, identities[sweep.FLEXIVIT])
+  names = (list(config.methods) + ([sweep.FLEXIVIT] if config.flexivit else [])
+           + list(mspe_models))
   per_kernel = [config.model_name] if config.model_name and config.per_kernel else []
   routings = {config.model_name: config.routings} if config.model_name and config.routings else {}
   methods = sweep.make_methods(base.policy, names, mspe_models, per_kernel=per_kernel,
                                routings=routings, grid_baselines=config.grid_baselines)
-  shapes = sweep.make_shapes(config)
+  methods += sweep.make_patch_methods(base.policy, config.patch_sizes, bool(config.flexivit))
   native = geometry.as_hw(base.image_size)
+  shapes = sweep.make_shapes(config, native)
   resize_method = config.resize_method or base.policy.resize_method
-  runner = sweep.Sweep(methods, shapes, {"pretrained": base, **mspe_models}, native, mesh=mesh,
+  runner = sweep.Sweep(methods, shapes, models, native, mesh=mesh,
                        resize_method=resize_method, antialias=config.antialias)
 
   source = data.get_source(config.data.name, config.data.split, config.data.data_dir)

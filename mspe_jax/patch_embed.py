@@ -14,6 +14,12 @@ Modes:
 * ``"resize"``: as ``"pi"`` but plain interpolation of the kernel (the paper's ablation).
 * ``"mspe"``: fixed grid, K kernels of base sizes ``b_k`` (default ``p * (k+1) / K``, K = 4),
   the routed one PI-resized to ``(h//N, w//N)``.
+* ``"flexi"`` (FlexiViT, Beyer et al. 2023): the patch size is the policy's ``patch`` (None:
+  the stored kernel's), the grid follows the input (``h // p``, centre-cropped like
+  ``"vanilla"``), the stored kernel is PI-resized to ``p`` and the position embedding
+  resampled to the grid. At the stored size it is ``"vanilla"``, bit for bit. A FlexiViT
+  draws ``p`` per training step (``train.py`` ``mode="flexi"``); ``"pi"`` is FlexiViT's
+  resize with ``p`` chosen so the grid stays ``N x N``.
 
 Routing (paper Eq. 10; ``route``): the kernel whose base size is nearest to the effective
 kernel size ``(kh, kw) = (h//N, w//N)``, i.e. whose base resolution ``N * b_k`` is nearest to
@@ -58,7 +64,7 @@ import numpy as np
 
 from mspe_jax import geometry, pi_resize
 
-MODES = ("vanilla", "pi", "resize", "mspe")
+MODES = ("vanilla", "pi", "resize", "mspe", "flexi")
 PRETRAINED_KERNEL = -1  # kernel index meaning "the pretrained `embedding` kernel"
 
 
@@ -135,8 +141,8 @@ class PatchEmbed:
   """A patch-embedding policy (see the module docstring).
 
   Attributes:
-    mode: ``"vanilla" | "pi" | "resize" | "mspe"``.
-    leftover: pixels past the fixed grid: ``"resize" | "crop" | "pad"``.
+    mode: ``"vanilla" | "pi" | "resize" | "mspe" | "flexi"``.
+    leftover: pixels past the fixed grid: ``"resize" | "resize_up" | "crop" | "pad"``.
     resize_method, antialias: the image resize the PI matrices invert (and the leftover resize).
     kernel_resize_method: interpolation of the kernel in ``"resize"`` mode.
     base_sizes: MSPE base kernel sizes (None: ``p*(k+1)/4``, k < 4).
@@ -146,6 +152,7 @@ class PatchEmbed:
     routing: ``"mspe"``: how a kernel is chosen (see ``route``).
     kernel_ranges: ``"mspe"``: each kernel's per-axis training range of effective kernel
       sizes ``(lo, hi)`` in px, for ``routing="range"``.
+    patch: ``"flexi"``: the patch size ``(ph, pw)`` of this call (None: the stored kernel's).
   """
   mode: str = "vanilla"
   leftover: str = "resize"
@@ -157,6 +164,7 @@ class PatchEmbed:
   kernel: int | None = None
   routing: str = "smaller"
   kernel_ranges: tuple[tuple[int, int], ...] | None = None
+  patch: tuple[int, int] | None = None
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -181,6 +189,11 @@ class PatchEmbed:
     if self.kernel is not None and self.mode != "mspe":
       raise ValueError(f"A forced kernel (kernel={self.kernel}) needs mode='mspe', "
                        f"not {self.mode!r}.")
+    if self.patch is not None:
+      if self.mode != "flexi":
+        raise ValueError(f"A patch size (patch={self.patch}) needs mode='flexi', not "
+                         f"{self.mode!r}.")
+      object.__setattr__(self, "patch", geometry.as_hw(self.patch, "flexi patch"))
 
   def replace(self, **changes) -> PatchEmbed:
     return dataclasses.replace(self, **changes)
@@ -190,6 +203,7 @@ class PatchEmbed:
     out["base_sizes"] = None if self.base_sizes is None else list(self.base_sizes)
     out["kernel_ranges"] = (None if self.kernel_ranges is None
                             else [list(r) for r in self.kernel_ranges])
+    out["patch"] = None if self.patch is None else list(self.patch)
     return out
 
   def kernel_sizes(self, patch: int) -> tuple[int, ...]:
@@ -205,10 +219,12 @@ class PatchEmbed:
     Raises ValueError for inputs too small for the grid (or for one patch, ``"vanilla"``).
     """
     patch, grid = tuple(patch), tuple(grid)
-    if self.mode == "vanilla":
+    if self.mode in ("vanilla", "flexi"):
+      if self.mode == "flexi" and self.patch is not None:
+        patch = self.patch
       if height < patch[0] or width < patch[1]:
         raise ValueError(f"Input of {height}x{width} px is smaller than one {patch[0]}x"
-                         f"{patch[1]} patch (mode 'vanilla').")
+                         f"{patch[1]} patch (mode {self.mode!r}).")
       g = (height // patch[0], width // patch[1])
       return Plan(patch, g, None, (g[0] * patch[0], g[1] * patch[1]))
     kernel_hw = geometry.fixed_grid_kernel((height, width), grid, self.leftover)
@@ -232,7 +248,7 @@ class PatchEmbed:
 
   def fit(self, images, plan: Plan):
     """The NHWC batch cropped, padded or resized to ``plan.input_hw``."""
-    if self.mode == "vanilla":
+    if self.mode in ("vanilla", "flexi"):
       return geometry.center_crop(images, plan.input_hw)
     return geometry.fit(images, plan.input_hw, self.leftover, self.resize_method, self.antialias)
 

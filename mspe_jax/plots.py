@@ -32,11 +32,44 @@ def write(out_dir: str, rows: list[dict], protocol: dict) -> dict[str, str]:
                    sweep, xlabel, protocol)
       if path:
         out[key] = path
+  path = patch_curves(os.path.join(out_dir, "accuracy_vs_patch_size.png"), rows, protocol)
+  if path:
+    out["patch"] = path
   for m in report.mspe_methods(rows, protocol):
     path = heatmap(os.path.join(out_dir, f"grid_{m}_minus_img_resize.png"), rows, m, protocol)
     if path:
       out[f"grid_{m}"] = path
   return out
+
+
+def patch_curves(path: str, rows: list[dict], protocol: dict) -> str | None:
+  """FlexiViT's plot: top-1 against the patch size and against GFLOPs per image, one line per
+  series (the fixed ViT PI-resized, the FlexiViT)."""
+  series = report.patch_series(rows)
+  if not series:
+    return None
+  matplotlib, plt = _pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  for name, rs in series.items():
+    top1 = [100 * r["top1"] for r in rs]
+    label = report.SERIES_LABELS.get(name, name)
+    axes[0].plot([r["patch"] for r in rs], top1, marker="o", ms=4, label=label)
+    axes[1].plot([r["gflops"] for r in rs], top1, marker="o", ms=4, label=label)
+  axes[0].set_xlabel("patch size (px)")
+  axes[0].set_xticks(sorted({r["patch"] for rs in series.values() for r in rs}))
+  axes[1].set_xscale("log")
+  axes[1].set_xlabel("GFLOPs per image")
+  for ax in axes:
+    ax.set_ylabel("top-1 (%)")
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8, loc="lower left")
+  fig.suptitle(f"{protocol.get('dataset')}, {protocol.get('num_images')} images at "
+               f"{protocol.get('native_resolution')} px: accuracy vs patch size and compute",
+               fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
 
 
 def curve(path: str, rows: list[dict], sweep: str, xlabel: str, protocol: dict) -> str | None:

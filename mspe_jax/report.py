@@ -17,6 +17,13 @@ SWEEP_TITLES = {
     "fixed_width": "Top-1 (%) at fixed width, varying height (paper Fig. 9)",
 }
 GRID_BASELINE = "img_resize"
+SERIES_LABELS = {  # the patch sweep's curves: never confuse the two
+    "pi": "fixed ViT, kernel PI-resized (zero-shot; the MSPE paper's 'FlexiViT' rows)",
+    "flexivit": "FlexiViT (trained with random patch sizes)",
+}
+FLEXIVIT_NOTE = ("`pi` is PI-resize of the fixed-patch ViT (what the MSPE paper labels "
+                 "'FlexiViT'); `flexivit` is a ViT trained FlexiViT's way (random patch size every "
+                 "step), its kernel PI-resized to the fixed grid.")
 ROUTE_INFIX = "_route_"  # <model>_route_<rule>: a model under another routing rule
 
 
@@ -137,9 +144,39 @@ def grid_table(rows: list[dict], method: str, baseline: str = GRID_BASELINE) -> 
   return "\n".join(lines)
 
 
+def patch_series(rows: list[dict]) -> dict[str, list[dict]]:
+  """The patch sweep's rows by series, in patch-size order."""
+  out = {}
+  for r in sorted(select(rows, "patch"), key=lambda r: r.get("patch") or 0):
+    if r.get("top1") is not None:
+      out.setdefault(r["series"], []).append(r)
+  return out
+
+
+def patch_table(rows: list[dict]) -> str:
+  """FlexiViT's sweep as a table: top-1 per patch size at the native resolution, with the
+  sequence length and GFLOPs per image of each patch size."""
+  series = patch_series(rows)
+  if not series:
+    return ""
+  patches = sorted({r["patch"] for rs in series.values() for r in rs})
+  any_row = {r["patch"]: r for rs in series.values() for r in rs}
+  lines = ["| patch (px) | " + " | ".join(map(str, patches)) + " |",
+           "|---" * (len(patches) + 1) + "|",
+           "| tokens | " + " | ".join("x".join(map(str, any_row[p]["grid"])) for p in patches)
+           + " |",
+           "| GFLOPs / image | " + " | ".join(f"{any_row[p]['gflops']:.3g}" for p in patches)
+           + " |"]
+  for name, rs in series.items():
+    top1 = {r["patch"]: r["top1"] for r in rs}
+    lines.append(f"| {name}: {SERIES_LABELS.get(name, name)} | "
+                 + " | ".join(_fmt(top1.get(p)) for p in patches) + " |")
+  return "\n".join(lines)
+
+
 def mspe_methods(rows: list[dict], protocol: dict) -> list[str]:
   """The routed MSPE models of a sweep (not per-kernel, not oracle rows)."""
-  models = [k for k in (protocol.get("checkpoints") or {}) if k != "pretrained"]
+  models = [k for k in (protocol.get("checkpoints") or {}) if k not in ("pretrained", "flexivit")]
   return [m for m in models if any(r["method"] == m for r in rows)]
 
 
@@ -162,7 +199,7 @@ def flops_table(rows: list[dict], methods: Iterable[str]) -> str:
 
 
 def markdown(rows: list[dict], protocol: dict) -> str:
-  methods = list(dict.fromkeys(r["method"] for r in rows))
+  methods = list(dict.fromkeys(r["method"] for r in rows if r["sweep"] != "patch"))
   main = [m for m in methods if not is_detail(m) and not is_route(m)]
   detail = [m for m in methods if is_detail(m) and not is_route(m)]
   parts = ["# Resolution sweep", "", "Protocol: " + protocol_line(protocol), ""]
@@ -178,6 +215,12 @@ def markdown(rows: list[dict], protocol: dict) -> str:
     if t:
       parts += [f"## {m} minus image resize, top-1 points, every (height, width) pair", "", t,
                 ""]
+  if "flexivit" in main:
+    parts += [FLEXIVIT_NOTE, ""]
+  patches = patch_table(rows)
+  if patches:
+    parts += [f"## Top-1 (%) by patch size at {protocol.get('native_resolution')} px "
+              "(FlexiViT's sweep: sequence length and compute vary)", "", patches, ""]
   if any(m.endswith("_oracle") for m in main):
     parts += ["`*_oracle` rows pick the best kernel per resolution on the evaluation set itself "
               "(how the authors' released scripts report): an upper bound, not a method.", ""]

@@ -16,7 +16,15 @@ method and antialias, the same resize PI-resize inverts). Methods:
   the measurement that chose the default rule, see ``patch_embed``);
 * ``<mspe>_k{i}``: kernel ``i`` forced; ``<mspe>_oracle``: per resolution, the best of the
   routed and per-kernel accuracies *chosen on the evaluation set itself* -- how the authors'
-  released scripts report. It is an upper bound, not a method, and is labelled so.
+  released scripts report. It is an upper bound, not a method, and is labelled so;
+* ``flexivit``: a FlexiViT (every parameter trained with random patch sizes,
+  ``configs/fashion_mnist_flexi.py``), its kernel PI-resized on the fixed grid: the real
+  FlexiViT row, next to ``pi`` (PI-resize of the fixed ViT, which the MSPE paper calls
+  "FlexiViT").
+
+The ``patch`` sweep is FlexiViT's own plot: at the native resolution, the patch size (and so
+the sequence length and compute) varies; series ``pi_p{p}`` (the fixed ViT's kernel
+PI-resized to ``p``: FlexiViT's "zero-shot" baseline) and ``flexivit_p{p}``.
 """
 
 from __future__ import annotations
@@ -35,8 +43,10 @@ from mspe_jax.report import ROUTE_INFIX
 BASELINES = ("vanilla", "pi", "img_resize", "kernel_resize_bilinear", "kernel_resize_bicubic",
              "kernel_resize_nearest")
 ORACLE_SUFFIX = "_oracle"
-SWEEPS = ("square", "fixed_height", "fixed_width", "grid")
+SWEEPS = ("square", "fixed_height", "fixed_width", "grid")  # a method's sweeps by default
 SQUARE = ("square",)
+PATCH = ("patch",)  # the patch-size sweep at the native resolution: series methods only
+FLEXIVIT = "flexivit"  # the FlexiViT model's key and method name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +55,11 @@ class Method:
   policy: PatchEmbed     # how its patch embedding treats each input size
   model_key: str         # which model and parameters it runs ("pretrained" or an MSPE model)
   to_native: bool = False  # img_resize: resize the input back to the native resolution
-  sweeps: tuple[str, ...] | None = None  # the sweeps it runs (None: all; ablations: square)
+  sweeps: tuple[str, ...] | None = None  # the sweeps it runs (None: SWEEPS; ablations: square)
+  series: str | None = None  # patch sweep: the curve it belongs to ("pi", "flexivit")
 
   def runs(self, sweep: str) -> bool:
-    return self.sweeps is None or sweep in self.sweeps
+    return sweep in (SWEEPS if self.sweeps is None else self.sweeps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +100,9 @@ def make_methods(base_policy: PatchEmbed, names: Iterable[str], mspe_models: dic
         methods += [Method(f"{name}_k{i}", model.policy.replace(kernel=i), name,
                            sweeps=SQUARE)
                     for i in range(len(model.base_sizes))]
+    elif name == FLEXIVIT:
+      methods.append(Method(name, base_policy.replace(mode="pi"), FLEXIVIT,
+                            sweeps=base_sweeps(name)))
     elif name in ("vanilla", "pi"):
       methods.append(Method(name, base_policy.replace(mode=name), "pretrained",
                             sweeps=base_sweeps(name)))
@@ -105,13 +119,26 @@ def make_methods(base_policy: PatchEmbed, names: Iterable[str], mspe_models: dic
   return methods
 
 
-def make_shapes(config) -> list[Shape]:
+def make_patch_methods(base_policy: PatchEmbed, patch_sizes: Iterable[int],
+                       flexivit: bool) -> list[Method]:
+  """The patch sweep's series: ``pi_p{p}`` (the fixed ViT, kernel PI-resized to ``p``) and,
+  with a FlexiViT model, ``flexivit_p{p}``."""
+  series = [("pi", "pretrained")] + ([(FLEXIVIT, FLEXIVIT)] if flexivit else [])
+  return [Method(f"{name}_p{p}", base_policy.replace(mode="flexi", patch=(p, p)), key,
+                 sweeps=PATCH, series=name)
+          for name, key in series for p in patch_sizes]
+
+
+def make_shapes(config, native_hw=None) -> list[Shape]:
   """Square sweep; for each fixed height the widths, for each fixed width the heights (paper
-  Fig. 4 and 9); and the grid: every ``(h, w)`` pair of ``grid_sizes``."""
+  Fig. 4 and 9); the grid: every ``(h, w)`` pair of ``grid_sizes``; with ``patch_sizes``, the
+  native resolution once more for the patch sweep."""
   shapes = [Shape("square", (r, r)) for r in config.resolutions]
   shapes += [Shape("fixed_height", (h, w)) for h in config.fixed_heights for w in config.widths]
   shapes += [Shape("fixed_width", (h, w)) for w in config.fixed_widths for h in config.heights]
   shapes += [Shape("grid", (h, w)) for h in config.grid_sizes for w in config.grid_sizes]
+  if config.get("patch_sizes"):
+    shapes.append(Shape("patch", tuple(native_hw)))
   return shapes
 
 
@@ -225,6 +252,8 @@ def rows(sweep: Sweep, correct: dict, total: float, mspe_names: Iterable[str]) -
         continue
       plan = sweep.plan(m, shape.hw)
       fl = flops.vit_flops(sweep.models[m.model_key], plan)
+      if m.series:
+        row.update(series=m.series, patch=plan.kernel_hw[0])
       out.append({**row, "top1": correct[(name, shape.hw)] / max(total, 1.0),
                   "correct": correct[(name, shape.hw)], "count": int(total), **fl,
                   "kernel_hw": list(plan.kernel_hw), "grid": list(plan.grid),

@@ -1,4 +1,5 @@
-"""The loss terms of paper Eq. 7: one resolution per MSPE kernel per step, plus the native term.
+"""Loss terms: paper Eq. 7 (one resolution per MSPE kernel per step, plus the native term), and
+FlexiViT's one patch size per step.
 
 Each kernel ``k`` has a subset ``S_k`` of resolutions; a step draws one from each (a pure
 function of ``(seed, step)``, so a resumed run draws what an uninterrupted one draws) and adds
@@ -19,13 +20,17 @@ from mspe_jax import geometry, patch_embed
 
 @dataclasses.dataclass(frozen=True)
 class Term:
-  """One loss term: MSPE kernel ``kernel`` (None: as the model routes) at ``hw``, weighted."""
+  """One loss term: MSPE kernel ``kernel`` (None: as the model routes) at ``hw``, weighted;
+  ``patch``: the FlexiViT patch size of the term (None: the model's policy decides)."""
   kernel: int | None
   hw: tuple[int, int]
   weight: float
+  patch: tuple[int, int] | None = None
 
   @property
   def name(self) -> str:
+    if self.patch is not None:
+      return f"p{self.patch[0]}x{self.patch[1]}_{self.hw[0]}x{self.hw[1]}"
     who = "native" if self.kernel is None else f"k{self.kernel}"
     return f"{who}_{self.hw[0]}x{self.hw[1]}"
 
@@ -120,3 +125,26 @@ def draw_terms(step: int, seed: int, subsets, model, lam: float) -> list[Term]:
   if lam and native_k != patch_embed.PRETRAINED_KERNEL:  # a frozen kernel has nothing to learn
     weights[(native_k, native_hw)] = weights.get((native_k, native_hw), 0.0) + float(lam)
   return [Term(k, hw, w) for (k, hw), w in sorted(weights.items())]
+
+
+def check_patch_sizes(patch_sizes, weights=()) -> tuple[tuple[tuple[int, int], ...], np.ndarray]:
+  """``(patches, probabilities)`` of a FlexiViT patch-size distribution (uniform without
+  ``weights``), with errors that name the problem."""
+  patches = tuple(geometry.as_hw(p, "flexi patch size") for p in patch_sizes)
+  if not patches:
+    raise ValueError("FlexiViT training needs at least one patch size (config.flexi.patch_sizes).")
+  if len(set(patches)) != len(patches):
+    raise ValueError(f"Repeated FlexiViT patch sizes: {patch_sizes}.")
+  w = np.ones(len(patches)) if not len(weights) else np.asarray(weights, np.float64)
+  if w.shape != (len(patches),) or (w < 0).any() or not w.sum() > 0:
+    raise ValueError(f"config.flexi.weights must be {len(patches)} non-negative numbers, not all "
+                     f"zero (one per patch size), got {tuple(weights)}.")
+  return patches, w / w.sum()
+
+
+def draw_patch_term(step: int, seed: int, patches, probabilities, hw) -> list[Term]:
+  """FlexiViT's step: one patch size drawn from the distribution (a pure function of
+  ``(seed, step)``, the same on every host), the image at its native size ``hw``."""
+  rng = np.random.default_rng([seed, step, 0xF1E7])
+  patch = patches[int(rng.choice(len(patches), p=probabilities))]
+  return [Term(None, tuple(hw), 1.0, patch)]

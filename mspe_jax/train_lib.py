@@ -1,4 +1,5 @@
-"""Training: MSPE (paper Eq. 7, encoder frozen) or full ViT training, data-parallel, resumable.
+"""Training: MSPE (paper Eq. 7, encoder frozen), full ViT training or FlexiViT (every
+parameter, one random patch size per step), data-parallel, resumable.
 
 ``train_and_evaluate(config, workdir, hooks=())`` reads top to bottom:
 
@@ -6,12 +7,13 @@
 2. model and state: **resume** from ``workdir/checkpoints`` if a readable step exists, else
    **load** ``config.init_file`` (AugReg / big_vision ``.npz``), else **scratch**;
 3. the loop: per step the loss terms are drawn from ``(seed, step)`` and the step
-   (``mspe_step.MSPEStep`` or ``full_step.FullStep``) runs on device with no host sync; the
+   (``mspe_step.MSPEStep``, or ``full_step.FullStep`` for full and FlexiViT training) runs
+   on device with no host sync; the
    loop syncs only to log, to checkpoint (after the non-finite guard, ``guard.py``) and to
    evaluate (``sweep.Sweep``, the same code as ``eval.py``);
 4. checkpoints every ``checkpoint_every`` steps and at the end, plus ``model.npz``.
 
-Randomness is a pure function of ``(seed, step)`` (resolution draws) and of
+Randomness is a pure function of ``(seed, step)`` (resolution and patch-size draws) and of
 ``(seed, epoch, index)`` (data order and augmentation), so a resumed run ends with the same
 parameters as one that was never interrupted.
 """
@@ -29,7 +31,19 @@ import numpy as np
 import tqdm
 from clu import periodic_actions
 
-from mspe_jax import data, geometry, jax_utils, losses, metrics, npz, optim, sweep, terms, vit
+from mspe_jax import (
+  data,
+  geometry,
+  jax_utils,
+  losses,
+  metrics,
+  npz,
+  optim,
+  pi_resize,
+  sweep,
+  terms,
+  vit,
+)
 from mspe_jax.checkpointer import Checkpointer
 from mspe_jax.full_step import FullStep
 from mspe_jax.guard import NonFiniteGuard
@@ -39,7 +53,7 @@ from mspe_jax.workdir import CHECKPOINTS, save_model_config
 
 log = logging.getLogger(__name__)
 
-MODES = ("mspe", "full")
+MODES = ("mspe", "full", "flexi")
 
 
 # ---------------------------------------------------------------------------- config
@@ -55,6 +69,11 @@ def validate_config(config) -> None:
   if config.mode == "mspe" and not config.init_file:
     raise ValueError("config.mode='mspe' needs a pretrained model: set config.init_file to an "
                      "AugReg / big_vision .npz.")
+  if config.mode == "flexi":
+    terms.check_patch_sizes(config.flexi.patch_sizes, config.flexi.weights)
+    if losses.needs_teacher(config.loss.kind) and not config.init_file:
+      raise ValueError(f"loss.kind={config.loss.kind!r} distils from the model in "
+                       "config.init_file (FlexiViT's fixed-patch teacher): set it.")
   if config.mspe.lam < 0:
     raise ValueError(f"config.mspe.lam must be >= 0, got {config.mspe.lam}.")
 
@@ -67,11 +86,12 @@ def global_batch_size(config, mesh) -> int:
 
 
 def model_policy(config) -> PatchEmbed:
-  """The patch-embedding policy the config trains: MSPE's, or vanilla for full training."""
+  """The patch-embedding policy the config trains: MSPE's, FlexiViT's (the patch size comes
+  with each step), or vanilla for full training."""
   m = config.model
   fields = dict(leftover=m.leftover, resize_method=m.resize_method, antialias=m.antialias)
-  if config.mode != "mspe":
-    return PatchEmbed("vanilla", **fields)
+  if config.mode in ("full", "flexi"):
+    return PatchEmbed("vanilla" if config.mode == "full" else "flexi", **fields)
   return PatchEmbed("mspe", base_sizes=tuple(config.mspe.base_sizes) or None,
                     freeze_native_kernel=config.mspe.freeze_native_kernel,
                     routing=config.mspe.routing,
@@ -82,8 +102,13 @@ def build_model(config):
   """``(model, params, origin)`` from ``config.init_file`` or from scratch."""
   m, policy = config.model, model_policy(config)
   if config.init_file:
+    # A FlexiViT keeps the file's kernel and position-embedding sizes (big_vision's FlexiViT:
+    # 32x32 and 7x7 whatever the image size); the patch size comes with each call.
+    image_size = None if config.mode == "flexi" else m.image_size
     model, params = npz.load_pretrained(config.init_file, policy, variant=m.variant,
-                                        num_classes=m.num_classes, image_size=m.image_size)
+                                        num_classes=m.num_classes, image_size=image_size)
+    if config.mode == "flexi":
+      model, params = flexi_underlying(model, params, config.flexi)
     return model, params, f"the pretrained file {config.init_file}"
   arch = (vit.decode_variant(m.variant) if m.variant else
           dict(patch_size=(m.patch_size, m.patch_size), width=m.width, depth=m.depth,
@@ -95,14 +120,40 @@ def build_model(config):
   return model, jax.device_get(params), f"scratch (seed {config.seed})"
 
 
+def flexi_underlying(model, params, flexi):
+  """A FlexiViT's stored ("underlying") sizes, as big_vision's FlexiViT keeps them: the
+  kernel PI-resized to ``flexi.kernel_size`` and the position embedding resampled
+  (bilinear) to ``flexi.posemb_size`` (big_vision: 32 and 7, from any initialisation);
+  unchanged where they are not set."""
+  kernel_hw = geometry.as_hw(flexi.kernel_size) if flexi.kernel_size else model.patch
+  grid = geometry.as_hw(flexi.posemb_size) if flexi.posemb_size else model.grid
+  if (kernel_hw, grid) == (model.patch, model.grid):
+    return model, params
+  log.info("FlexiViT: underlying kernel %s -> %s (PI-resize), position embedding %s -> %s.",
+           model.patch, kernel_hw, model.grid, grid)
+  params = dict(params)
+  params["embedding"] = {**params["embedding"], "kernel": pi_resize.resample_kernel(
+      params["embedding"]["kernel"], kernel_hw)}
+  params["pos_embedding"] = np.asarray(pi_resize.resample_posemb(params["pos_embedding"], grid))
+  image_size = (grid[0] * kernel_hw[0], grid[1] * kernel_hw[1])
+  model = model.clone(patch_size=kernel_hw,
+                      image_size=image_size[0] if image_size[0] == image_size[1] else image_size)
+  return model, params
+
+
 def make_step(config, model, tx, mesh):
-  """The step of ``config.mode``: ``step(state, batch, terms) -> (state, metrics)``."""
+  """The step of ``config.mode``: ``step(state, batch, terms) -> (state, metrics)``; a
+  distilling FlexiViT's teacher is the init file's model at its own patch size, frozen."""
   loss_fn = losses.make_loss(config.loss.kind, temperature=config.loss.temperature,
                              distill_weight=config.loss.distill_weight,
                              label_smoothing=config.loss.label_smoothing)
   if config.mode == "mspe":
     return MSPEStep(model, tx, mesh, loss_fn, distill=losses.needs_teacher(config.loss.kind))
-  return FullStep(model, tx, mesh, loss_fn)
+  teacher = None
+  if config.mode == "flexi" and losses.needs_teacher(config.loss.kind):
+    # FlexiViT's fixed-patch teacher: the init file's model as it is stored
+    teacher = npz.load_pretrained(config.init_file, "vanilla", num_classes=config.model.num_classes)
+  return FullStep(model, tx, mesh, loss_fn, teacher=teacher)
 
 
 def term_sampler(config, model):
@@ -110,6 +161,14 @@ def term_sampler(config, model):
   if config.mode == "full":
     native = [terms.Term(None, geometry.as_hw(model.image_size), 1.0)]
     return lambda index: native
+  if config.mode == "flexi":
+    patches, probabilities = terms.check_patch_sizes(config.flexi.patch_sizes,
+                                                     config.flexi.weights)
+    hw = geometry.as_hw(config.model.image_size)
+    log.info("FlexiViT: patch sizes %s with probabilities %s at %s px (stored kernel %s, "
+             "position embedding %s).", patches, probabilities.round(3).tolist(), hw,
+             model.patch, model.grid)
+    return lambda index: terms.draw_patch_term(index, config.seed, patches, probabilities, hw)
   subsets = terms.subsets_from_config(config.mspe, model)
   log.info("MSPE kernels %s, resolution subsets %s (%d shapes), lambda=%s, "
            "freeze_native_kernel=%s, routing=%s.", model.base_sizes, subsets,
@@ -124,18 +183,28 @@ def make_evaluator(config, model, mesh, has_labels: bool):
     return None
   source = data.get_source(config.data.name, config.data.eval_split, config.data.data_dir)
   jax_utils.check_batch(config.eval_batch_size, mesh)
-  native = geometry.as_hw(model.image_size)
-  hws = [geometry.as_hw(r, "eval resolution") for r in config.eval_resolutions] or [native]
-  runner = sweep.Sweep([sweep.Method("model", model.policy, "model")],
-                       [sweep.Shape("square" if h == w else "other", (h, w)) for h, w in hws],
-                       {"model": model}, native, mesh=mesh)
+  if config.mode == "flexi":  # FlexiViT: every patch size it trains, at the image size
+    native = geometry.as_hw(config.model.image_size)
+    patches, _ = terms.check_patch_sizes(config.flexi.patch_sizes, config.flexi.weights)
+    methods = [sweep.Method(f"p{p[0]}x{p[1]}", model.policy.replace(patch=p), "model")
+               for p in patches]
+    hws = [native]
+  else:
+    native = geometry.as_hw(model.image_size)
+    methods = [sweep.Method("model", model.policy, "model")]
+    hws = [geometry.as_hw(r, "eval resolution") for r in config.eval_resolutions] or [native]
+  runner = sweep.Sweep(methods, [sweep.Shape("square" if h == w else "other", (h, w))
+                                 for h, w in hws], {"model": model}, native, mesh=mesh)
+
+  def key(name, hw):
+    return f"eval/top1_{name}" if config.mode == "flexi" else f"eval/top1_{hw[0]}x{hw[1]}"
 
   def evaluate(params):
     batches = data.eval_batches(source, batch_size=config.eval_batch_size, image_size=native[0],
                                 crop_fraction=config.input.eval_crop_fraction,
                                 max_examples=config.eval_examples)
     correct, total = runner.run({"model": params}, batches, progress=False)
-    return {f"eval/top1_{h}x{w}": c / max(total, 1.0) for (_, (h, w)), c in correct.items()}
+    return {key(name, hw): c / max(total, 1.0) for (name, hw), c in correct.items()}
   return evaluate
 
 

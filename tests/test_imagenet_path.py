@@ -61,6 +61,23 @@ def test_vit_b_recipe_trains_and_evaluates(tmp_path, fake_imagenet, augreg_vit16
   assert "| mspe |" in proc.stdout
 
 
+def test_vit_b_flexi_recipe_trains_with_big_vision_underlying_sizes(tmp_path, fake_imagenet,
+                                                                     augreg_vit16):
+  """configs/vit_b_flexi.py: the /16 initialisation stored as FlexiViT stores it (kernel
+  32x32, position embedding 7x7), trained at 240 px with patch sizes 48 and 16, distilled
+  from the initialisation at its own patch."""
+  work = tmp_path / "flexi"
+  proc = runner.run_script("train.py", "configs/vit_b_flexi.py:smoke", work,
+                           {"init_file": augreg_vit16, "data.data_dir": fake_imagenet,
+                            "progress_bar": False})
+  out = runner.summary(proc)
+  assert out["step"] == 3 and 1 <= out["programs/bucket"] <= 2 and out["programs/teacher"] == 1
+  params = runner.npz(work / "model.npz")
+  assert params["embedding/kernel"].shape == (32, 32, 3, 192)
+  assert params["pos_embedding"].shape == (1, 49, 192)
+  assert {"eval/top1_p48x48", "eval/top1_p16x16"} <= set(out)
+
+
 @pytest.mark.parametrize("arg, shapes", [("", [9, 25, 81, 25]), ("coarse", [4, 9, 25, 9]),
                                          ("paper", [5, 4, 4, 6])])
 def test_vit_b_recipe_shapes(arg, shapes):
