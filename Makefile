@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO ?= runs/demo
 
-.PHONY: setup data test demo demo-train demo-eval routing bench lint clean
+.PHONY: setup data test demo demo-train demo-eval routing flexi bench lint clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ demo: setup
 routing: setup
 	$(PY) eval.py --config configs/fashion_mnist_routing.py --workdir $(DEMO) \
 	  --out_dir $(DEMO)/routing
+
+# FlexiViT vs MSPE (after `make demo`): MSPE trained on top of the shipped FlexiViT, then the
+# square sweep with the real FlexiViT row and FlexiViT's patch-size sweep.
+flexi: setup
+	$(PY) train.py --config configs/fashion_mnist_mspe.py --workdir $(DEMO)_flexi_mspe \
+	  --config.init_file=assets/fashion_mnist_flexivit.npz
+	$(PY) eval.py --config configs/fashion_mnist_flexi_eval.py --workdir $(DEMO)_flexi_mspe \
+	  --config.compare.mspe=$(DEMO)
 
 bench: setup
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0

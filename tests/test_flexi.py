@@ -155,3 +155,28 @@ def test_flexi_training_beats_zero_shot_pi_resize_on_fashion_mnist(tmp_path):
   # measured (1,000 test images): 56.5 -> 73.7% at patch 7, 79.0 -> 81.5% at patch 5
   assert out["eval/top1_p7x7"] > zero_shot["eval/top1_p7x7"] + 0.10, (out, zero_shot)
   assert out["eval/top1_p5x5"] > zero_shot["eval/top1_p5x5"], (out, zero_shot)
+
+
+def test_eval_has_the_flexivit_row_and_the_patch_sweep(tmp_path, flexi_reference, augreg_file):
+  """eval.py with a FlexiViT: its row on the fixed grid, labelled apart from ``pi``, and
+  FlexiViT's patch sweep (table, plot, JSON rows with series and patch size)."""
+  workdir, _ = flexi_reference
+  proc = runner.run_script("eval.py", "configs/fashion_mnist_flexi_eval.py:smoke", tmp_path,
+                           {"pretrained": augreg_file, "flexivit": workdir, "model_name": "",
+                            "patch_sizes": "(2,4)", "progress_bar": False},
+                           flags=[f"--out_dir={tmp_path / 'eval'}"])
+  doc = json.loads((tmp_path / "eval" / "results.json").read_text())
+  rows = {(r["method"], r["sweep"], r["height"]): r for r in doc["rows"]}
+  assert {"vanilla", "pi", "img_resize", "flexivit"} <= {r["method"] for r in doc["rows"]}
+  for series in ("pi", "flexivit"):
+    for p, grid in ((2, [14, 14]), (4, [7, 7])):
+      r = rows[(f"{series}_p{p}", "patch", 28)]
+      assert r["series"] == series and r["patch"] == p and r["grid"] == grid
+  # patch 4 is the stored kernel: the fixed model's zero-shot row is the fixed model itself
+  assert rows[("pi_p4", "patch", 28)]["correct"] == rows[("vanilla", "square", 28)]["correct"]
+  assert rows[("pi_p2", "patch", 28)]["gflops"] > rows[("pi_p4", "patch", 28)]["gflops"]
+  md = (tmp_path / "eval" / "results.md").read_text()
+  assert "FlexiViT's sweep" in md and "what the MSPE paper labels 'FlexiViT'" in md
+  assert (tmp_path / "eval" / "accuracy_vs_patch_size.png").stat().st_size > 10_000
+  assert "sha256" not in doc["protocol"]["checkpoints"]["flexivit"]  # a workdir: its step
+  assert proc.returncode == 0
