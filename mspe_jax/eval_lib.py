@@ -86,7 +86,8 @@ def evaluate(config, workdir_path: str, out_dir: str | None = None) -> dict:
   per_kernel = [config.model_name] if config.model_name and config.per_kernel else []
   routings = {config.model_name: config.routings} if config.model_name and config.routings else {}
   methods = sweep.make_methods(base.policy, names, mspe_models, per_kernel=per_kernel,
-                               routings=routings, grid_baselines=config.grid_baselines)
+                               routings=routings, grid_baselines=config.grid_baselines,
+                               fixed_grid=base.grid)
   methods += sweep.make_patch_methods(base.policy, config.patch_sizes, bool(config.flexivit))
   native = geometry.as_hw(base.image_size)
   shapes = sweep.make_shapes(config, native)

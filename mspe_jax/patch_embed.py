@@ -153,6 +153,8 @@ class PatchEmbed:
     kernel_ranges: ``"mspe"``: each kernel's per-axis training range of effective kernel
       sizes ``(lo, hi)`` in px, for ``routing="range"``.
     patch: ``"flexi"``: the patch size ``(ph, pw)`` of this call (None: the stored kernel's).
+    grid: ``"pi" | "resize"``: the fixed token grid (None: the model's own). Another model's
+      grid puts a FlexiViT (stored kernel 32, position embedding 7x7) on a fixed ViT's grid.
   """
   mode: str = "vanilla"
   leftover: str = "resize"
@@ -165,6 +167,7 @@ class PatchEmbed:
   routing: str = "smaller"
   kernel_ranges: tuple[tuple[int, int], ...] | None = None
   patch: tuple[int, int] | None = None
+  grid: tuple[int, int] | None = None
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -194,6 +197,11 @@ class PatchEmbed:
         raise ValueError(f"A patch size (patch={self.patch}) needs mode='flexi', not "
                          f"{self.mode!r}.")
       object.__setattr__(self, "patch", geometry.as_hw(self.patch, "flexi patch"))
+    if self.grid is not None:
+      if self.mode not in ("pi", "resize"):
+        raise ValueError(f"A fixed grid (grid={self.grid}) needs mode 'pi' or 'resize', not "
+                         f"{self.mode!r}.")
+      object.__setattr__(self, "grid", geometry.as_hw(self.grid, "fixed grid"))
 
   def replace(self, **changes) -> PatchEmbed:
     return dataclasses.replace(self, **changes)
@@ -204,6 +212,7 @@ class PatchEmbed:
     out["kernel_ranges"] = (None if self.kernel_ranges is None
                             else [list(r) for r in self.kernel_ranges])
     out["patch"] = None if self.patch is None else list(self.patch)
+    out["grid"] = None if self.grid is None else list(self.grid)
     return out
 
   def kernel_sizes(self, patch: int) -> tuple[int, ...]:
@@ -227,6 +236,7 @@ class PatchEmbed:
                          f"{patch[1]} patch (mode {self.mode!r}).")
       g = (height // patch[0], width // patch[1])
       return Plan(patch, g, None, (g[0] * patch[0], g[1] * patch[1]))
+    grid = self.grid or grid
     kernel_hw = geometry.fixed_grid_kernel((height, width), grid, self.leftover)
     input_hw = (grid[0] * kernel_hw[0], grid[1] * kernel_hw[1])
     if self.mode != "mspe":

@@ -71,12 +71,14 @@ class Shape:
 def make_methods(base_policy: PatchEmbed, names: Iterable[str], mspe_models: dict,
                  per_kernel: Iterable[str] = (),
                  routings: dict[str, Iterable[str]] | None = None,
-                 grid_baselines: Iterable[str] | None = None) -> list[Method]:
+                 grid_baselines: Iterable[str] | None = None,
+                 fixed_grid: tuple[int, int] | None = None) -> list[Method]:
   """Baselines on the pretrained model (``base_policy`` gives the leftover policy and resize
   method) plus each MSPE model (``{name: ViT}``); for the MSPE models named in ``per_kernel``
   also every kernel forced (``<name>_k{i}``), which the oracle row needs; for those in
   ``routings`` (``{name: rules}``) the model under each rule (``<name>_route_{rule}``).
-  ``grid_baselines``: the baselines that also run the grid sweep (None: all of them)."""
+  ``grid_baselines``: the baselines that also run the grid sweep (None: all of them).
+  ``fixed_grid``: the pretrained model's token grid, which ``flexivit`` runs on."""
   routings = routings or {}
   no_grid = tuple(w for w in SWEEPS if w != "grid")
   base_sweeps = lambda n: (None if grid_baselines is None or n in grid_baselines  # noqa: E731
@@ -101,7 +103,7 @@ def make_methods(base_policy: PatchEmbed, names: Iterable[str], mspe_models: dic
                            sweeps=SQUARE)
                     for i in range(len(model.base_sizes))]
     elif name == FLEXIVIT:
-      methods.append(Method(name, base_policy.replace(mode="pi"), FLEXIVIT,
+      methods.append(Method(name, base_policy.replace(mode="pi", grid=fixed_grid), FLEXIVIT,
                             sweeps=base_sweeps(name)))
     elif name in ("vanilla", "pi"):
       methods.append(Method(name, base_policy.replace(mode=name), "pretrained",
@@ -145,9 +147,9 @@ def make_shapes(config, native_hw=None) -> list[Shape]:
 class Sweep:
   """Counts correct predictions of every (method, shape).
 
-  ``models``: ``{model_key: ViT}``; every model must share the encoder architecture. Two
-  programs per evaluation: the method's patch embedding, compiled per (method, shape), and
-  the encoder, compiled per token grid (once for every fixed-grid method and size).
+  ``models``: ``{model_key: ViT}``. Two programs per evaluation: the method's patch
+  embedding, compiled per (method, shape), and the encoder, compiled per model and token grid
+  (once for every fixed-grid method and size of a model).
   """
 
   def __init__(self, methods: list[Method], shapes: list[Shape], models: dict, native_hw, *,
@@ -160,8 +162,11 @@ class Sweep:
     self.resize_method, self.antialias = resize_method, antialias
     self._embed = jax.jit(self._embed_tokens, static_argnames=("method", "hw"),
                           out_shardings=jax_utils.batch_sharded(mesh))
-    self._encode = jax.jit(self._encode_count, out_shardings=jax_utils.replicated(mesh))
-    self._encoder_model = models[methods[0].model_key]
+    self._encode = jax.jit(self._encode_count, static_argnames=("encoder",),
+                           out_shardings=jax_utils.replicated(mesh))
+    # The encoder part of each model (its policy dropped): models of one architecture share
+    # the compiled encoder; a FlexiViT's own position-embedding grid gets its own.
+    self._encoders = {k: m.clone(policy=PatchEmbed()) for k, m in models.items()}
     self.skipped: dict[tuple[str, tuple[int, int]], str] = {}
 
   def _input_hw(self, method: Method, hw):
@@ -178,9 +183,8 @@ class Sweep:
       x = geometry.resize_images(x, self.native_hw, self.resize_method, self.antialias)
     return self.models[m.model_key].apply({"params": params}, x, m.policy, method="embed")
 
-  def _encode_count(self, enc_params, tokens, labels, mask):
-    logits = self._encoder_model.apply({"params": enc_params}, tokens, sequence=False,
-                                       method="encode")[0]
+  def _encode_count(self, enc_params, tokens, labels, mask, *, encoder):
+    logits = encoder.apply({"params": enc_params}, tokens, sequence=False, method="encode")[0]
     return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
 
   def runnable(self, method: Method, hw) -> bool:
@@ -215,9 +219,10 @@ class Sweep:
       counts = {}
       for c in unique:
         name, hw = first[c]
-        params = params_by_key[self.methods[name].model_key]
-        tokens = self._embed(params, gb["image"], method=name, hw=hw)
-        counts[c] = self._encode(vit.encoder_params(params), tokens, gb["label"], gb["mask"])
+        key = self.methods[name].model_key
+        tokens = self._embed(params_by_key[key], gb["image"], method=name, hw=hw)
+        counts[c] = self._encode(vit.encoder_params(params_by_key[key]), tokens, gb["label"],
+                                 gb["mask"], encoder=self._encoders[key])
         bar.update(1)
       counts = dict(zip(unique, jax.device_get([counts[c] for c in unique])))  # keys: no pytree
       for p in pairs:

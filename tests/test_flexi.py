@@ -49,6 +49,8 @@ def test_flexi_patch_size_parity_with_numpy(augreg_file, augreg_arrays, images, 
 def test_flexi_policy_errors():
   with pytest.raises(ValueError, match="needs mode='flexi'"):
     PatchEmbed("pi", patch=4)
+  with pytest.raises(ValueError, match="needs mode 'pi' or 'resize'"):
+    PatchEmbed("flexi", grid=7)
   with pytest.raises(ValueError, match="smaller than one 8x8 patch"):
     PatchEmbed("flexi", patch=8).plan(7, 20, patch=(4, 4), grid=(7, 7))
   with pytest.raises(ValueError, match="at least one patch size"):
@@ -73,6 +75,9 @@ def test_big_vision_flexivit_file_loads_and_runs_at_several_sequence_lengths(tmp
     p = 240 // seq
     logits, extras = model.apply({"params": params}, jnp.asarray(x), PatchEmbed("flexi", patch=p))
     assert extras["tokens"].shape == (2, seq * seq, 32) and np.isfinite(logits).all(), seq
+  # On a fixed ViT's token grid (the eval's ``flexivit`` row) it is FlexiViT at h // N.
+  on_grid = _logits(model, params, x, PatchEmbed("pi", grid=15))
+  np.testing.assert_array_equal(on_grid, _logits(model, params, x, PatchEmbed("flexi", patch=16)))
   bad = dict(arrays)
   bad["params/embedding/kernel"] = bad["params/embedding/kernel"][..., :16]  # width 16 != 32
   np.savez(tmp_path / "bad.npz", **bad)
