@@ -37,6 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
                               # resolutions: every (N*ph, N*pw), ph, pw in lo..hi
   c.mspe.aspect = "independent"  # kernel_ranges: "independent" axes | "square" only
   c.mspe.range_step = 1       # kernel_ranges: a coarser grid of shapes (fewer programs)
+  c.mspe.square_fraction = 0.0  # probability a kernel's draw comes from its square shapes only
   c.mspe.routing = "smaller"  # "smaller" | "geometric" | "larger" | "range" (see patch_embed)
   c.mspe.lam = 1.0            # weight of the native-resolution term (paper Eq. 7)
   c.mspe.freeze_native_kernel = False

@@ -113,11 +113,21 @@ def validate_subsets(subsets, model) -> tuple[tuple[tuple[int, int], ...], ...]:
   return tuple(out)
 
 
-def draw_terms(step: int, seed: int, subsets, model, lam: float) -> list[Term]:
-  """The loss terms of one MSPE step (a pure function of ``(seed, step)``)."""
+def draw_terms(step: int, seed: int, subsets, model, lam: float,
+               square_fraction: float = 0.0) -> list[Term]:
+  """The loss terms of one MSPE step (a pure function of ``(seed, step)``).
+
+  ``square_fraction``: the probability that a kernel's draw is taken from the square shapes
+  of its subset only (uniform over the whole subset otherwise); 0 draws uniformly.
+  """
+  if not 0.0 <= square_fraction <= 1.0:
+    raise ValueError(f"square_fraction must be in [0, 1], got {square_fraction}.")
   rng = np.random.default_rng([seed, step, 0x5EED])
   weights: dict[tuple[int, tuple[int, int]], float] = {}
   for k, subset in enumerate(subsets):
+    squares = [hw for hw in subset if hw[0] == hw[1]]
+    if square_fraction and squares and rng.random() < square_fraction:
+      subset = squares
     hw = subset[int(rng.integers(len(subset)))]
     weights[(k, hw)] = weights.get((k, hw), 0.0) + 1.0
   native_hw = geometry.as_hw(model.image_size)

@@ -170,11 +170,12 @@ def term_sampler(config, model):
              model.patch, model.grid)
     return lambda index: terms.draw_patch_term(index, config.seed, patches, probabilities, hw)
   subsets = terms.subsets_from_config(config.mspe, model)
-  log.info("MSPE kernels %s, resolution subsets %s (%d shapes), lambda=%s, "
-           "freeze_native_kernel=%s, routing=%s.", model.base_sizes, subsets,
-           sum(len(s) for s in subsets), config.mspe.lam, model.policy.freeze_native_kernel,
-           model.policy.routing)
-  return lambda index: terms.draw_terms(index, config.seed, subsets, model, config.mspe.lam)
+  log.info("MSPE kernels %s, resolution subsets %s (%d shapes), square_fraction=%s, "
+           "lambda=%s, freeze_native_kernel=%s, routing=%s.", model.base_sizes, subsets,
+           sum(len(s) for s in subsets), config.mspe.square_fraction, config.mspe.lam,
+           model.policy.freeze_native_kernel, model.policy.routing)
+  return lambda index: terms.draw_terms(index, config.seed, subsets, model, config.mspe.lam,
+                                       config.mspe.square_fraction)
 
 
 def make_evaluator(config, model, mesh, has_labels: bool):

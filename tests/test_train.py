@@ -192,6 +192,17 @@ def test_terms_follow_eq7(augreg_file):
   big = terms.validate_subsets(((7, 8, 9), (14, 15), (21, 22), (28, 35, 42)), model)
   assert terms.draw_terms(5, 3, big, model, 1.0) == terms.draw_terms(5, 3, big, model, 1.0)
   assert len({tuple(terms.draw_terms(s, 3, big, model, 1.0)) for s in range(20)}) > 5
+  # square_fraction: that share of each kernel's draws comes from its square shapes
+  ranges = terms.range_subsets(model, ((1, 2), (2, 3), (3, 4), (4, 6)))
+  def share(fraction):  # fraction of square draws over 200 steps x 4 kernels
+    drawn = [t.hw for s in range(200)
+             for t in terms.draw_terms(s, 0, ranges, model, 0.0, fraction)]
+    return np.mean([h == w for h, w in drawn])
+  assert share(1.0) == 1.0 and 0.36 < share(0.0) < 0.56 and 0.63 < share(0.5) < 0.83  # 0.46, 0.73
+  assert terms.draw_terms(7, 0, ranges, model, 0.0) == terms.draw_terms(7, 0, ranges, model, 0.0,
+                                                                         0.0)
+  with pytest.raises(ValueError, match="square_fraction"):
+    terms.draw_terms(0, 0, ranges, model, 0.0, 1.5)
 
 
 def test_bad_subsets_and_batches(augreg_file):
