@@ -154,3 +154,11 @@ def test_report_draws_the_grid_heatmap_and_one_curve_per_fixed_value(tmp_path):
   assert "Per-kernel" not in md  # mspe_k0 has no square rows
   heights, widths, diff = report.grid_difference(rows, "mspe")
   assert heights == widths == [7, 14] and round(diff[(7, 14)], 6) == 10.0
+
+
+def test_leftover_study_config_takes_a_policy():
+  from configs import fashion_mnist_leftover
+  assert fashion_mnist_leftover.get_config("resize_up").leftover == "resize_up"
+  assert fashion_mnist_leftover.get_config("resize,smoke").eval_examples == 64
+  with pytest.raises(ValueError, match="needs a leftover policy argument"):
+    fashion_mnist_leftover.get_config(None)
