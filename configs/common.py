@@ -26,7 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.image_size = 224    # native resolution R; token grid N = R // patch
   c.model.num_classes = placeholder(int)  # None: keep the file's head; else re-init if different
   c.model.pool_type = "tok"
-  c.model.leftover = "resize"  # pixels past the fixed grid: "resize" | "crop" | "pad"
+  c.model.leftover = "resize_up"  # pixels past the fixed grid: "resize_up" (next multiple of
+                                 # the grid) | "resize" (nearest) | "crop" | "pad"
   c.model.resize_method = "bilinear"
   c.model.antialias = True
 
@@ -38,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mspe.aspect = "independent"  # kernel_ranges: "independent" axes | "square" only
   c.mspe.range_step = 1       # kernel_ranges: a coarser grid of shapes (fewer programs)
   c.mspe.square_fraction = 0.0  # probability a kernel's draw comes from its square shapes only
+                                # (demo, 0.5: within 0.2 points of 0 at every held-out square)
   c.mspe.routing = "smaller"  # "smaller" | "geometric" | "larger" | "range" (see patch_embed)
   c.mspe.lam = 1.0            # weight of the native-resolution term (paper Eq. 7)
   c.mspe.freeze_native_kernel = False
@@ -118,7 +120,7 @@ def eval_config() -> ml_collections.ConfigDict:
   c.grid_baselines = ("img_resize",)  # the baselines that also run the grid (MSPE models do)
   c.flexivit = placeholder(str)  # a FlexiViT (mode "flexi" workdir or .npz): method "flexivit"
   c.patch_sizes = ()        # FlexiViT's sweep: these patch sizes at the native resolution
-  c.leftover = placeholder(str)       # None: each model's own ("resize" by default)
+  c.leftover = placeholder(str)       # None: each model's own ("resize_up" by default)
   c.resize_method = placeholder(str)  # None: the pretrained model's ("bilinear")
   c.antialias = True
   c.data = ml_collections.ConfigDict()

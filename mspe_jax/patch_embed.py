@@ -142,7 +142,8 @@ class PatchEmbed:
 
   Attributes:
     mode: ``"vanilla" | "pi" | "resize" | "mspe" | "flexi"``.
-    leftover: pixels past the fixed grid: ``"resize" | "resize_up" | "crop" | "pad"``.
+    leftover: pixels past the fixed grid: ``"resize_up" | "resize" | "crop" | "pad"``
+      (``mspe_jax.geometry``; ``"resize_up"`` measured best).
     resize_method, antialias: the image resize the PI matrices invert (and the leftover resize).
     kernel_resize_method: interpolation of the kernel in ``"resize"`` mode.
     base_sizes: MSPE base kernel sizes (None: ``p*(k+1)/4``, k < 4).
@@ -157,7 +158,7 @@ class PatchEmbed:
       grid puts a FlexiViT (stored kernel 32, position embedding 7x7) on a fixed ViT's grid.
   """
   mode: str = "vanilla"
-  leftover: str = "resize"
+  leftover: str = "resize_up"
   resize_method: str = "bilinear"
   antialias: bool = True
   kernel_resize_method: str = "bilinear"

@@ -17,5 +17,5 @@ def test_readme_snippet_runs():
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.strip().splitlines()
   assert lines[0] == "(2, 10) ['encoded', 'pre_logits', 'tokens']"
-  assert lines[1] == "Plan(kernel_hw=(3, 4), grid=(7, 7), kernel_index=2, input_hw=(21, 28))"
+  assert lines[1] == "Plan(kernel_hw=(3, 5), grid=(7, 7), kernel_index=2, input_hw=(21, 35))"
   assert lines[2] == "(9, 18, 3, 128)"

@@ -110,9 +110,10 @@ def test_mspe_init_is_pi_resize_and_routing(augreg_file, images):
     np.testing.assert_array_equal(params["mspe"][f"embedding_{i}"]["bias"],
                                   params["embedding"]["bias"])
   # Eq. 10 on the effective kernel size: 7px -> base 1, 14 -> 2, 21 -> 3, 28.. -> 4,
-  # 7x21 -> the smaller side, 1 -> base 1 (the default rule for non-square inputs).
+  # 7x21 -> the smaller side, 1 -> base 1 (the default rule for non-square inputs); 8 and
+  # 10 px are resized up to 14 (the default leftover "resize_up"), so base 2.
   expect = {(7, 7): 0, (14, 14): 1, (21, 21): 2, (28, 28): 3, (56, 56): 3, (7, 21): 0,
-            (10, 10): 0, (11, 11): 1}
+            (8, 8): 1, (10, 10): 1, (11, 11): 1}
   for hw, k in expect.items():
     assert model.plan(*hw).kernel_index == k, hw
   # A fresh MSPE model equals PI-resize where the routed base kernel upsamples exactly.
@@ -161,8 +162,8 @@ def test_bad_inputs_raise_clear_errors(augreg_file):
     apply(jnp.zeros((28, 28, 3)))
   with pytest.raises(ValueError, match="smaller than one 4x4 patch"):
     model.apply({"params": params}, jnp.zeros((1, 3, 28, 3)), PatchEmbed("vanilla"))
-  with pytest.raises(ValueError, match="Unknown patch-embedding mode 'flexi'"):
-    PatchEmbed("flexi")
+  with pytest.raises(ValueError, match="Unknown patch-embedding mode 'flexible'"):
+    PatchEmbed("flexible")
   with pytest.raises(ValueError, match="Unknown leftover policy 'trim'"):
     PatchEmbed("pi", leftover="trim")
   with pytest.raises(ValueError, match="Forced kernel 4 out of range for 4 MSPE kernels"):
