@@ -190,7 +190,7 @@ def load_pretrained(path: str | os.PathLike, policy: PatchEmbed | str = "vanilla
   Args:
     path: the ``.npz`` file.
     policy: the model's patch-embedding policy (``mspe_jax.patch_embed.PatchEmbed``), or just
-      its mode (``"vanilla" | "pi" | "resize" | "mspe"``) with ``**policy_fields`` for the
+      its mode (``"vanilla" | "pi" | "resize" | "mspe" | "flexi"``) with ``**policy_fields`` for the
       rest (``leftover``, ``base_sizes``, ``freeze_native_kernel``, ...). An MSPE policy uses
       the file's MSPE kernels when it has them (their base sizes unless given) and otherwise
       initialises them from the pretrained kernel by PI-resize (bias copied).
