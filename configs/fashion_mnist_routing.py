@@ -13,7 +13,9 @@ Command (after configs/fashion_mnist_mspe.py, or ``make routing``; 34 minutes me
   python eval.py --config configs/fashion_mnist_routing.py --workdir runs/demo \
       --out_dir=runs/demo/routing
 
-Measured result: see ``mspe_jax/patch_embed.py`` (module docstring).
+Measured result: see ``mspe_jax/patch_embed.py`` (module docstring), measured with the leftover
+policy of that day (add ``--config.leftover=resize`` to reproduce it; the default is now
+``resize_up``, which changes the shapes with a 10 px side).
 
 ``get_config("smoke")``: two sizes, 64 images, for tests.
 """
