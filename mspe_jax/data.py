@@ -14,7 +14,6 @@ in [-1, 1] with 3 channels (grey is tiled). TF is kept off the accelerators.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 
@@ -22,8 +21,6 @@ import numpy as np
 
 from mspe_jax import offline_sources, tf_host
 from mspe_jax.sources import DatasetNotFoundError, Source, tfds_source
-
-log = logging.getLogger(__name__)
 
 
 def get_source(name: str, split: str, data_dir: str | None = None) -> Source:

@@ -139,7 +139,7 @@ def make_shapes(config, native_hw=None) -> list[Shape]:
   shapes += [Shape("fixed_height", (h, w)) for h in config.fixed_heights for w in config.widths]
   shapes += [Shape("fixed_width", (h, w)) for w in config.fixed_widths for h in config.heights]
   shapes += [Shape("grid", (h, w)) for h in config.grid_sizes for w in config.grid_sizes]
-  if config.get("patch_sizes"):
+  if config.patch_sizes:
     shapes.append(Shape("patch", tuple(native_hw)))
   return shapes
 
