@@ -26,6 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.image_size = 224    # native resolution R; token grid N = R // patch
   c.model.num_classes = placeholder(int)  # None: keep the file's head; else re-init if different
   c.model.pool_type = "tok"
+  c.model.task = placeholder(str)  # "classification" | "segmentation" (SETR-Naive head);
+                                   # None: the init file's (scratch: classification)
   c.model.leftover = "resize_up"  # pixels past the fixed grid: "resize_up" (next multiple of
                                  # the grid) | "resize" (nearest) | "crop" | "pad"
   c.model.resize_method = "bilinear"
@@ -56,6 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.temperature = 1.0
   c.loss.distill_weight = 1.0
   c.loss.label_smoothing = 0.0
+  c.loss.ignore_label = 255   # segmentation: pixels with this label are not trained or scored
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "imagenet2012"  # TFDS name, or "folder:/path" (unlabelled images)
@@ -128,6 +131,9 @@ def eval_config() -> ml_collections.ConfigDict:
   c.data.split = "validation"
   c.data.data_dir = placeholder(str)  # TFDS data_dir (None: ~/tensorflow_datasets)
   c.crop_fraction = 0.875
+  c.ignore_label = 255      # segmentation: pixels with this label are not scored
+  c.masks = ()              # segmentation: a picture of predicted masks at these sizes (px)
+  c.mask_examples = 4       # ... for the first this many evaluation images
   c.eval_examples = placeholder(int)  # None: the whole split
   c.batch_size = 250
   c.progress_bar = True

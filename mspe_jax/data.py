@@ -1,7 +1,8 @@
 """Input pipelines: a source found by name, then tf.data preprocessing, resumable exactly.
 
 Every element is a dict ``{"image": uint8 HxWxC, "label": int64}`` (no ``label`` for
-unlabelled sources) and goes through the same tf.data path:
+unlabelled sources; for segmentation the label is an ``HxW`` map that every geometric
+transform of the image also transforms) and goes through the same tf.data path:
 
     source (shuffled per epoch) -> per-host shard -> enumerate -> skip (resume)
       -> map(preprocess, seeded by (seed, epoch, index)) -> batch(drop_remainder) -> prefetch
@@ -26,9 +27,17 @@ from mspe_jax.sources import DatasetNotFoundError, Source, tfds_source
 def get_source(name: str, split: str, data_dir: str | None = None) -> Source:
   """Finds a dataset split; raises DatasetNotFoundError saying where it looked and how to get it.
 
-  ``name``: a TFDS name (``imagenet2012``, ``fashion_mnist``, ...) or ``folder:/path`` for a
-  folder of unlabelled image files. ``fashion_mnist`` falls back to the Debian package files.
+  ``name``: a TFDS name (``imagenet2012``, ``fashion_mnist``, ...), ``folder:/path`` for a
+  folder of unlabelled image files, ``fashion_mnist_seg`` for the offline segmentation
+  testbed (``mspe_jax.seg_canvas``, from the Debian package) or ``seg_folder:/path`` /
+  ``ade20k:/path`` for images with label maps in the ADE20K layout (``ade20k:`` reduces
+  the zero label as MMSegmentation does for ADE20K). ``fashion_mnist`` falls back to the
+  Debian package files.
   """
+  for prefix, reduce_zero in (("seg_folder:", False), ("ade20k:", True)):
+    if name.startswith(prefix):
+      return offline_sources.segmentation_folder_source(name[len(prefix):], split,
+                                                        reduce_zero_label=reduce_zero)
   if name.startswith("folder:"):
     directory = name[len("folder:"):]
     try:
@@ -37,19 +46,25 @@ def get_source(name: str, split: str, data_dir: str | None = None) -> Source:
       raise DatasetNotFoundError(f"No image files ({', '.join(offline_sources.IMAGE_EXTENSIONS)}) "
                                  f"found under {directory!r}.") from None
   looked = []
-  try:
-    return tfds_source(name, split, data_dir)
-  except DatasetNotFoundError:
-    looked.append(f"a prepared TFDS dataset {name!r} under "
-                  f"{data_dir or os.path.expanduser('~/tensorflow_datasets')}")
-  if name == "fashion_mnist":
+  if name != "fashion_mnist_seg":  # the testbed is built from the Debian files, not TFDS
+    try:
+      return tfds_source(name, split, data_dir)
+    except DatasetNotFoundError:
+      looked.append(f"a prepared TFDS dataset {name!r} under "
+                    f"{data_dir or os.path.expanduser('~/tensorflow_datasets')}")
+  if name in ("fashion_mnist", "fashion_mnist_seg"):
     directory = offline_sources.DEBIAN_FASHION_MNIST
     files = offline_sources.fashion_mnist_file_paths(directory)
     if all(os.path.exists(f) for f in files):
+      if name == "fashion_mnist_seg":
+        return offline_sources.fashion_mnist_seg(split, directory)
       return offline_sources.fashion_mnist_files(split, directory)
     looked.append(f"the Debian package files {files}")
-    how = ("install it with `sudo apt-get install dataset-fashion-mnist` (offline-friendly) or "
-           "prepare it with `tfds build fashion_mnist` (needs the internet)")
+    how = "install it with `sudo apt-get install dataset-fashion-mnist` (offline-friendly)"
+    if name == "fashion_mnist":
+      how += " or prepare it with `tfds build fashion_mnist` (needs the internet)"
+    else:
+      how += ": the segmentation canvases are built from its files"
   elif name == "imagenet2012":
     how = ("download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org "
            "into a folder and run `tfds build imagenet2012 --manual_dir=<that folder> "
@@ -71,14 +86,21 @@ def _decode(tf, image, channels=3):
   return tf.cast(image, tf.float32) / 255.0
 
 
-def _random_resized_crop(tf, image, size, scale, ratio, seed):
+def _random_resized_crop(tf, image, label_map, size, scale, ratio, seed):
+  """``(image, label_map)`` cropped by one random box and resized to ``size`` (the label map,
+  if any, by nearest neighbour)."""
   shape = tf.shape(image)
   begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
       shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
       area_range=scale, aspect_ratio_range=ratio, min_object_covered=0.0,
       max_attempts=10, use_image_if_no_bounding_boxes=True)
-  image = tf.slice(image, begin, crop)
-  return tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+  image = tf.image.resize(tf.slice(image, begin, crop), [size, size], method="bilinear",
+                          antialias=True)
+  if label_map is not None:
+    label_map = tf.image.resize(tf.slice(label_map, tf.concat([begin[:2], [0]], 0),
+                                         tf.concat([crop[:2], [1]], 0)),
+                                [size, size], method="nearest")
+  return image, label_map
 
 
 def _color_jitter(tf, image, strength, seeds):
@@ -89,29 +111,49 @@ def _color_jitter(tf, image, strength, seeds):
   return tf.clip_by_value(image, 0.0, 1.0)
 
 
+def _label_map(tf, example):
+  """A segmentation label map as ``(H, W, 1)`` int32, or None for a class label (or none)."""
+  label = example.get("label")
+  if label is None or label.shape.rank != 2:
+    return None
+  return tf.cast(label, tf.int32)[..., None]
+
+
 def train_preprocess(example, seed, *, image_size: int, crop_scale=(0.08, 1.0),
                      crop_ratio=(3 / 4, 4 / 3), flip: bool = True, color_jitter: float = 0.0):
-  """Random resized crop to the native size, flip, colour jitter, values in [-1, 1]."""
+  """Random resized crop to the native size, flip, colour jitter, values in [-1, 1].
+
+  A label map (segmentation) takes the same crop and flip, resized by nearest neighbour.
+  """
   tf = tf_host.tf_without_accelerators()
   seeds = tf.random.experimental.stateless_split(seed, num=5)
   image = _decode(tf, example["image"])
+  label_map = _label_map(tf, example)
+  size = [image_size, image_size]
   if crop_scale is not None:
-    image = _random_resized_crop(tf, image, image_size, tuple(crop_scale), tuple(crop_ratio),
-                                 seeds[0])
+    image, label_map = _random_resized_crop(tf, image, label_map, image_size, tuple(crop_scale),
+                                            tuple(crop_ratio), seeds[0])
   else:
-    image = tf.image.resize(image, [image_size, image_size], antialias=True)
+    image = tf.image.resize(image, size, antialias=True)
+    if label_map is not None:
+      label_map = tf.image.resize(label_map, size, method="nearest")
   if flip:
     image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+    if label_map is not None:  # the same seed: the same flip
+      label_map = tf.image.stateless_random_flip_left_right(label_map, seed=seeds[1])
   if color_jitter:
     image = _color_jitter(tf, image, color_jitter, seeds[2:])
   out = {"image": image * 2.0 - 1.0}
-  if "label" in example:
+  if label_map is not None:
+    out["label"] = tf.ensure_shape(label_map[..., 0], size)
+  elif "label" in example:
     out["label"] = tf.cast(example["label"], tf.int32)
   return out
 
 
 def eval_preprocess(example, *, image_size: int, crop_fraction: float = 0.875):
-  """Resize the shorter side to ``image_size / crop_fraction``, central crop, [-1, 1]."""
+  """Resize the shorter side to ``image_size / crop_fraction``, central crop, [-1, 1]; a
+  label map takes the same resize (nearest neighbour) and crop."""
   tf = tf_host.tf_without_accelerators()
   image = _decode(tf, example["image"])
   shape = tf.cast(tf.shape(image)[:2], tf.float32)
@@ -125,7 +167,12 @@ def eval_preprocess(example, *, image_size: int, crop_fraction: float = 0.875):
   image = image[top:top + image_size, left:left + image_size]
   image = tf.ensure_shape(image, [image_size, image_size, 3])
   out = {"image": image * 2.0 - 1.0}
-  if "label" in example:
+  label_map = _label_map(tf, example)
+  if label_map is not None:  # the same resize (nearest neighbour) and crop as the image
+    label_map = tf.image.resize(label_map, new_hw, method="nearest")
+    label_map = label_map[top:top + image_size, left:left + image_size, 0]
+    out["label"] = tf.ensure_shape(label_map, [image_size, image_size])
+  elif "label" in example:
     out["label"] = tf.cast(example["label"], tf.int32)
   return out
 

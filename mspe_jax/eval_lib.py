@@ -17,10 +17,27 @@ import os
 
 import jax
 
-from mspe_jax import data, geometry, jax_utils, npz, report, sweep, workdir
+from mspe_jax import (
+  data,
+  geometry,
+  jax_utils,
+  npz,
+  plots,
+  report,
+  scoring,
+  segmentation,
+  sweep,
+  workdir,
+)
 from mspe_jax.patch_embed import ROUTING_RULES
 
 log = logging.getLogger(__name__)
+
+SEGMENTATION_SCORING = (
+    "logits upsampled (bilinear) to the input size, then to the {native} px label map "
+    "(MMSegmentation's protocol), argmax; one confusion matrix per (method, size) over every "
+    "pixel not labelled {ignore}; mIoU, mAcc, F1 per class over the whole set, averaged over "
+    "the classes present in the labels or predictions")
 
 def describe_routing(models: dict) -> str:
   """The routing rule of the MSPE models in words (once if they share it)."""
@@ -92,17 +109,18 @@ def evaluate(config, workdir_path: str, out_dir: str | None = None) -> dict:
   native = geometry.as_hw(base.image_size)
   shapes = sweep.make_shapes(config, native)
   resize_method = config.resize_method or base.policy.resize_method
+  scorer = scoring.for_model(base, config.ignore_label)
   runner = sweep.Sweep(methods, shapes, models, native, mesh=mesh,
-                       resize_method=resize_method, antialias=config.antialias)
+                       resize_method=resize_method, antialias=config.antialias, scorer=scorer)
 
   source = data.get_source(config.data.name, config.data.split, config.data.data_dir)
   n = min(config.eval_examples or source.num_examples, source.num_examples)
   batches = data.eval_batches(source, batch_size=config.batch_size, image_size=native[0],
                               crop_fraction=config.crop_fraction, max_examples=n)
   compiles = jax_utils.CompileCounter.start()
-  correct, total = runner.run(params_by_key, batches, math.ceil(n / config.batch_size),
-                              progress=config.progress_bar)
-  rows = sweep.rows(runner, correct, total, mspe_models)
+  sums, total = runner.run(params_by_key, batches, math.ceil(n / config.batch_size),
+                           progress=config.progress_bar)
+  rows = sweep.rows(runner, sums, total, mspe_models)
   protocol = {
       "dataset": config.data.name, "split": config.data.split, "num_images": int(total),
       "native_resolution": native[0],
@@ -114,13 +132,45 @@ def evaluate(config, workdir_path: str, out_dir: str | None = None) -> dict:
       "resize_method": resize_method, "antialias": config.antialias,
       "routing": describe_routing(mspe_models), "leftover": base.policy.leftover,
       "checkpoints": identities,
+      "metrics": list(scorer.metrics),
+      **({"scoring": SEGMENTATION_SCORING.format(native=native[0], ignore=config.ignore_label)}
+         if base.task == "segmentation" else {}),
       "compiled_eval_programs": runner.compiled_programs(),
       "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
       "jax": jax.__version__, "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
   }
-  paths = report.write(out_dir or os.path.join(workdir_path, "eval"), rows, protocol)
+  out_dir = out_dir or os.path.join(workdir_path, "eval")
+  paths = report.write(out_dir, rows, protocol)
+  if base.task == "segmentation" and config.masks:
+    paths["masks"] = mask_picture(config, runner, params_by_key, source, native, out_dir,
+                                  protocol)
   log.info("Eval compiled %s sweep programs (%d XLA programs in all).",
            runner.compiled_programs(), compiles()["programs"])
   with open(paths["md"]) as f:
     markdown = f.read()
   return {"rows": rows, "protocol": protocol, "paths": paths, "markdown": markdown}
+
+
+def mask_picture(config, runner, params_by_key, source, native, out_dir: str,
+                 protocol: dict) -> str:
+  """``masks.png``: the first ``config.mask_examples`` evaluation images at each size of
+  ``config.masks``, and every method's predicted mask there next to the ground truth."""
+  batch = next(data.eval_batches(source, batch_size=config.batch_size, image_size=native[0],
+                                 crop_fraction=config.crop_fraction,
+                                 max_examples=config.mask_examples))
+  count = min(config.mask_examples, int(batch["mask"].sum()))
+  names = [m.name for m in runner.methods.values() if m.runs("square")]
+  predictions = {}
+  for name in names:
+    for size in config.masks:
+      hw = (size, size)
+      if runner.runnable(runner.methods[name], hw):
+        logits = runner.outputs(params_by_key, batch, name, hw)
+        input_hw = runner._input_hw(runner.methods[name], hw)  # noqa: SLF001
+        pred = segmentation.predict(logits, input_hw, batch["label"].shape[1:3])
+        predictions[(name, size)] = jax.device_get(pred)[:count]
+  inputs = {size: jax.device_get(geometry.resize_images(
+      batch["image"][:count], (size, size), runner.resize_method, runner.antialias))
+      for size in config.masks}
+  return plots.masks(os.path.join(out_dir, "masks.png"), inputs, batch["label"][:count],
+                     predictions, names, protocol)

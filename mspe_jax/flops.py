@@ -20,11 +20,15 @@ def encoder_flops(tokens: int, width: int, depth: int, mlp_dim: int) -> float:
 
 def vit_flops(model, plan) -> dict[str, float]:
   """``{"patch_gflops", "gflops"}`` of ``model`` on one image embedded as ``plan`` says
-  (``model.plan(h, w, policy)``)."""
+  (``model.plan(h, w, policy)``); a segmenter's head counted per token (its upsampling,
+  not a matrix product, is not)."""
   grid = plan.grid
   patch = patch_embed_flops(plan.kernel_hw, grid, model.in_channels, model.width)
   tokens = grid[0] * grid[1] + (1 if model.pool_type == "tok" else 0)
   total = patch + encoder_flops(tokens, model.width, model.depth, model.mlp_dim or 4 * model.width)
-  if model.num_classes:
+  if getattr(model, "task", "classification") == "segmentation":  # SETR-Naive, per token
+    hidden = model.head_hidden or model.width
+    total += 2.0 * grid[0] * grid[1] * hidden * (model.width + model.num_classes)
+  elif model.num_classes:
     total += 2.0 * model.width * model.num_classes
   return {"patch_gflops": patch / 1e9, "gflops": total / 1e9}

@@ -1,9 +1,12 @@
-"""Losses: cross-entropy (paper Eq. 7) and distillation from the native-resolution teacher."""
+"""Losses: cross-entropy (paper Eq. 7) and distillation from the native-resolution teacher,
+per image (classification) or per pixel (segmentation, ``mspe_jax.segmentation``)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from mspe_jax import segmentation
 
 LOSSES = ("ce", "distill", "ce+distill")
 
@@ -27,20 +30,36 @@ def distillation(student_logits, teacher_logits, temperature: float = 1.0):
 
 
 def make_loss(kind: str = "ce", *, temperature: float = 1.0, distill_weight: float = 1.0,
-              label_smoothing: float = 0.0):
+              label_smoothing: float = 0.0, task: str = "classification", label_hw=None,
+              ignore_label: int = segmentation.IGNORE_LABEL):
   """``loss(logits, labels, teacher_logits) -> scalar`` for ``ce | distill | ce+distill``.
 
-  ``distill`` never reads ``labels`` (they may be None).
+  ``distill`` never reads ``labels`` (they may be None). ``task="segmentation"``: logits are
+  ``(B, h, w, C)`` maps, labels ``(B, H, W)`` label maps at ``label_hw`` (the native
+  resolution); cross-entropy skips ``ignore_label`` pixels, distillation is per pixel at
+  ``label_hw`` (``mspe_jax.segmentation``).
   """
   if kind not in LOSSES:
     raise ValueError(f"Unknown loss {kind!r}; expected one of {LOSSES}.")
+  if task == "segmentation":
+    if label_hw is None:
+      raise ValueError("A segmentation loss needs label_hw (the label maps' size).")
+    if label_smoothing:
+      raise ValueError("label_smoothing is for classification only.")
+    ce = lambda logits, labels: segmentation.pixel_cross_entropy(  # noqa: E731
+        logits, labels, ignore_label)
+    kl = lambda logits, teacher: segmentation.pixel_distillation(  # noqa: E731
+        logits, teacher, label_hw, temperature)
+  else:
+    ce = lambda logits, labels: cross_entropy(logits, labels, label_smoothing)  # noqa: E731
+    kl = lambda logits, teacher: distillation(logits, teacher, temperature)  # noqa: E731
 
   def loss(logits, labels, teacher_logits):
     total = 0.0
     if kind in ("ce", "ce+distill"):
-      total = cross_entropy(logits, labels, label_smoothing)
+      total = ce(logits, labels)
     if kind in ("distill", "ce+distill"):
-      total = total + distill_weight * distillation(logits, teacher_logits, temperature)
+      total = total + distill_weight * kl(logits, teacher_logits)
     return total
 
   return loss

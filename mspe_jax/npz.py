@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mspe_jax import geometry, pi_resize
@@ -111,6 +112,17 @@ def _size(h: int, w: int):
   return h if h == w else (h, w)
 
 
+SEG_HEAD_KEY = "head/Dense_1/kernel"  # the SETR-Naive head's last layer
+
+
+def seg_head_params(width: int, num_classes: int, hidden: int | None = None, seed: int = 0):
+  """A freshly initialised SETR-Naive head (flat ``head/...`` arrays; last layer zeros)."""
+  from mspe_jax import segmentation
+  head = segmentation.SegHead(num_classes, hidden or width)
+  params = head.init(jax.random.key(seed), jnp.zeros((1, 1, 1, width), jnp.float32))["params"]
+  return {f"head/{k}": np.asarray(v) for k, v in flatten(params).items()}
+
+
 def infer_architecture(flat: Mapping[str, np.ndarray], path: str = "<arrays>") -> dict[str, Any]:
   """ViT constructor arguments read off big_vision-named arrays."""
   need = ["embedding/kernel", "pos_embedding",
@@ -139,6 +151,9 @@ def infer_architecture(flat: Mapping[str, np.ndarray], path: str = "<arrays>") -
       pool_type="tok" if "cls" in flat else "gap",
       num_classes=int(flat["head/kernel"].shape[-1]) if "head/kernel" in flat else 0,
   )
+  if SEG_HEAD_KEY in flat:  # a SETR-Naive segmenter (mspe_jax.segmentation)
+    arch.update(task="segmentation", num_classes=int(flat[SEG_HEAD_KEY].shape[-1]),
+                head_hidden=int(flat["head/Dense_0/kernel"].shape[-1]))
   mspe_kernels = sorted((int(m.group(1)), v.shape[0]) for k, v in flat.items()
                         if (m := re.fullmatch(r"mspe/embedding_(\d+)/kernel", k)))
   if mspe_kernels:
@@ -184,7 +199,8 @@ def validate(flat: Mapping[str, np.ndarray], expected: Mapping[str, tuple], path
 
 def load_pretrained(path: str | os.PathLike, policy: PatchEmbed | str = "vanilla", *,
                     variant: str | None = None, num_classes: int | None = None,
-                    image_size: int | None = None, **policy_fields):
+                    image_size: int | None = None, task: str | None = None,
+                    **policy_fields):
   """Loads an AugReg or big_vision ``.npz`` and returns ``(model, params)``.
 
   Args:
@@ -200,6 +216,10 @@ def load_pretrained(path: str | os.PathLike, policy: PatchEmbed | str = "vanilla
       (zeros, logged).
     image_size: native resolution; when its token grid differs from the stored one the
       position embedding is resampled (bilinear, logged).
+    task: None keeps the file's (a classifier, or a SETR-Naive segmenter when the file has
+      its head); ``"segmentation"`` on a classifier keeps the encoder and initialises a
+      SETR-Naive head (``num_classes`` needed); ``"classification"`` on a segmenter, the
+      reverse.
 
   Raises:
     ValueError naming the file: unreadable, missing or unexpected keys, wrong shapes,
@@ -237,15 +257,25 @@ def load_pretrained(path: str | os.PathLike, policy: PatchEmbed | str = "vanilla
       flat["pos_embedding"] = np.asarray(pi_resize.resample_posemb(flat["pos_embedding"],
                                                                    new_grid))
     arch["image_size"] = _size(*geometry.as_hw(image_size, "image_size"))
-  if num_classes is not None and num_classes != stored_classes:
-    log.warning("%s: head has %d classes, %d requested: re-initialising the head (zeros).",
-                path, stored_classes, num_classes)
-    flat.pop("head/kernel", None)
-    flat.pop("head/bias", None)
-    if num_classes:
-      flat["head/kernel"] = np.zeros((arch["width"], num_classes), np.float32)
-      flat["head/bias"] = np.zeros((num_classes,), np.float32)
-    arch["num_classes"] = num_classes
+  stored_task = arch.get("task", "classification")
+  task = task or stored_task
+  if task not in vit_lib.TASKS:
+    raise ValueError(f"Unknown task {task!r}; expected one of {vit_lib.TASKS}.")
+  if (num_classes is not None and num_classes != stored_classes) or task != stored_task:
+    classes = stored_classes if num_classes is None else num_classes
+    log.warning("%s: a %s head of %d classes, a %s head of %d requested: re-initialising "
+                "the head.", path, stored_task, stored_classes, task, classes)
+    for k in [k for k in flat if k.startswith("head/")]:
+      del flat[k]
+    arch.pop("head_hidden", None)
+    if task == "segmentation":
+      if not classes:
+        raise ValueError(f"{path}: a segmentation head needs num_classes > 0.")
+      flat.update(seg_head_params(arch["width"], classes))
+    elif classes:
+      flat["head/kernel"] = np.zeros((arch["width"], classes), np.float32)
+      flat["head/bias"] = np.zeros((classes,), np.float32)
+    arch["num_classes"], arch["task"] = classes, task
 
   if policy.mode == "mspe" and stored_mspe is not None:
     if policy.base_sizes is None:

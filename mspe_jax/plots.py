@@ -24,12 +24,15 @@ def write(out_dir: str, rows: list[dict], protocol: dict) -> dict[str, str]:
   """Every plot the rows allow; returns ``{name: path}`` (``square``, ``fixed_height`` or
   ``fixed_height_<h>`` when there are several heights, ..., ``grid_<model>``)."""
   out = {}
+  metric = report.metrics_of(protocol)[0]
   for sweep, xlabel, name in CURVES:
     values = report.fixed_values(rows, sweep)
+    if metric != "top1":
+      name = name.replace("accuracy", metric)
     for fixed in values:
       key, file = (sweep, name) if len(values) == 1 else (f"{sweep}_{fixed}", f"{name}_{fixed}")
       path = curve(os.path.join(out_dir, file + ".png"), report.select(rows, sweep, fixed),
-                   sweep, xlabel, protocol)
+                   sweep, xlabel, protocol, metric)
       if path:
         out[key] = path
   path = patch_curves(os.path.join(out_dir, "accuracy_vs_patch_size.png"), rows, protocol)
@@ -72,9 +75,10 @@ def patch_curves(path: str, rows: list[dict], protocol: dict) -> str | None:
   return path
 
 
-def curve(path: str, rows: list[dict], sweep: str, xlabel: str, protocol: dict) -> str | None:
-  """Top-1 against the varying side, one line per method (log-2 x axis)."""
-  sel = [r for r in rows if r.get("top1") is not None and not report.is_detail(r["method"])
+def curve(path: str, rows: list[dict], sweep: str, xlabel: str, protocol: dict,
+          metric: str = "top1") -> str | None:
+  """``metric`` against the varying side, one line per method (log-2 x axis)."""
+  sel = [r for r in rows if r.get(metric) is not None and not report.is_detail(r["method"])
          and not report.is_route(r["method"])]
   if not sel:
     return None
@@ -82,7 +86,7 @@ def curve(path: str, rows: list[dict], sweep: str, xlabel: str, protocol: dict) 
   fig, ax = plt.subplots(figsize=(9, 4.5))
   xs = set()
   for m in dict.fromkeys(r["method"] for r in sel):
-    pts = sorted(((r["width"] if sweep == "fixed_height" else r["height"]), 100 * r["top1"])
+    pts = sorted(((r["width"] if sweep == "fixed_height" else r["height"]), 100 * r[metric])
                  for r in sel if r["method"] == m)
     xs.update(p[0] for p in pts)
     style = "--" if m.endswith("_oracle") else ("-" if m.startswith("mspe") else ":")
@@ -95,11 +99,11 @@ def curve(path: str, rows: list[dict], sweep: str, xlabel: str, protocol: dict) 
   ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
   ax.minorticks_off()
   ax.set_xlabel(xlabel)
-  ax.set_ylabel("top-1 (%)")
+  ax.set_ylabel(report.METRIC_LABELS.get(metric, metric))
   fixed = (f" (height {sel[0]['height']})" if sweep == "fixed_height" else
            f" (width {sel[0]['width']})" if sweep == "fixed_width" else "")
   ax.set_title(f"{protocol.get('dataset')}, {protocol.get('num_images')} images: "
-               f"{report.SWEEP_TITLES[sweep]}{fixed}", fontsize=10)
+               f"{report.sweep_title(sweep, metric)}{fixed}", fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   fig.tight_layout()
@@ -138,5 +142,52 @@ def heatmap(path: str, rows: list[dict], method: str, protocol: dict) -> str | N
   fig.colorbar(image, ax=ax, shrink=0.8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def masks(path: str, inputs: dict, labels, predictions: dict, methods: list[str],
+          protocol: dict) -> str:
+  """Segmentation examples: per example, a row with the input at each size (and the ground
+  truth), then one row per method with its predicted mask at each size.
+
+  ``inputs``: ``{size: (N, size, size, C) images in [-1, 1]}``; ``labels``: ``(N, H, W)``;
+  ``predictions``: ``{(method, size): (N, H, W) classes}`` (missing: the method cannot take
+  that size).
+  """
+  matplotlib, plt = _pyplot()
+  import numpy as np
+  sizes = list(inputs)
+  count = len(labels)
+  classes = max(int(np.max(labels)) + 1, *(int(np.max(p)) + 1 for p in predictions.values()))
+  colours = matplotlib.colormaps["tab20"](np.linspace(0, 1, 20))[:max(classes - 1, 1)]
+  cmap = matplotlib.colors.ListedColormap([(0, 0, 0, 1), *colours])
+  show = dict(cmap=cmap, vmin=-0.5, vmax=len(cmap.colors) - 0.5, interpolation="nearest")
+  rows = count * (1 + len(methods))
+  fig, axes = plt.subplots(rows, len(sizes) + 1, figsize=(1.5 * (len(sizes) + 1), 1.5 * rows),
+                           squeeze=False)
+  for ax in axes.ravel():
+    ax.set_xticks([])
+    ax.set_yticks([])
+  for i in range(count):
+    top = i * (1 + len(methods))
+    for j, size in enumerate(sizes):
+      image = (np.asarray(inputs[size][i]) + 1) / 2
+      axes[top, j].imshow(np.clip(image, 0, 1), interpolation="nearest")
+      axes[top, j].set_title(f"input {size} px", fontsize=7)
+    axes[top, -1].imshow(labels[i], **show)
+    axes[top, -1].set_title("ground truth", fontsize=7)
+    for r, method in enumerate(methods, start=1):
+      axes[top + r, 0].set_ylabel(method, fontsize=7)
+      for j, size in enumerate(sizes):
+        if (method, size) in predictions:
+          axes[top + r, j].imshow(predictions[(method, size)][i], **show)
+        else:
+          axes[top + r, j].set_axis_off()
+      axes[top + r, -1].imshow(labels[i], **show)
+  fig.suptitle(f"{protocol.get('dataset')} {protocol.get('split')}:\npredicted masks at each "
+               "input size\n(last column: ground truth)", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
   plt.close(fig)
   return path

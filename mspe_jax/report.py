@@ -12,10 +12,21 @@ import os
 from collections.abc import Iterable
 
 SWEEP_TITLES = {
-    "square": "Top-1 (%) at h x w = r x r",
-    "fixed_height": "Top-1 (%) at fixed height, varying width (paper Fig. 4)",
-    "fixed_width": "Top-1 (%) at fixed width, varying height (paper Fig. 9)",
+    "square": "{metric} at h x w = r x r",
+    "fixed_height": "{metric} at fixed height, varying width (paper Fig. 4)",
+    "fixed_width": "{metric} at fixed width, varying height (paper Fig. 9)",
 }
+METRIC_LABELS = {"top1": "Top-1 (%)", "miou": "mIoU (%)", "macc": "mAcc (%)",
+                 "f1": "mean F1 (%)"}
+
+
+def metrics_of(protocol: dict) -> list[str]:
+  """The metrics a sweep reports, the headline one first (``top1`` for classifiers)."""
+  return list(protocol.get("metrics") or ["top1"])
+
+
+def sweep_title(sweep: str, metric: str = "top1") -> str:
+  return SWEEP_TITLES[sweep].format(metric=METRIC_LABELS.get(metric, metric))
 GRID_BASELINE = "img_resize"
 SERIES_LABELS = {  # the patch sweep's curves: never confuse the two
     "pi": "fixed ViT, kernel PI-resized (zero-shot; the MSPE paper's 'FlexiViT' rows)",
@@ -37,14 +48,14 @@ def is_route(method: str) -> bool:
   return ROUTE_INFIX in method
 
 
-def routing_table(rows: list[dict], native: int) -> str:
-  """Mean top-1 of each routing rule over distinct shapes: all, below native (``h * w <
+def routing_table(rows: list[dict], native: int, metric: str = "top1") -> str:
+  """Mean ``metric`` of each routing rule over distinct shapes: all, below native (``h * w <
   native**2``) and non-square below native; and on how many shapes each rule is best."""
   routes = list(dict.fromkeys(r["method"] for r in rows if is_route(r["method"])))
   top1 = {}
   for r in rows:
-    if is_route(r["method"]) and r.get("top1") is not None:
-      top1.setdefault(r["method"], {})[(r["height"], r["width"])] = r["top1"]
+    if is_route(r["method"]) and r.get(metric) is not None:
+      top1.setdefault(r["method"], {})[(r["height"], r["width"])] = r[metric]
   shapes = sorted(set.intersection(*(set(v) for v in top1.values()))) if top1 else []
   if not shapes:
     return ""
@@ -95,7 +106,7 @@ def _label(sweep, hw):
   return str(hw[1]) if sweep == "fixed_height" else str(hw[0])
 
 
-def table(rows: list[dict], sweep: str, methods: Iterable[str]) -> str:
+def table(rows: list[dict], sweep: str, methods: Iterable[str], metric: str = "top1") -> str:
   """Markdown table: methods as rows, the sweep's sizes as columns (rows of one fixed value)."""
   cols = _columns(rows, sweep)
   if not cols:
@@ -110,18 +121,19 @@ def table(rows: list[dict], sweep: str, methods: Iterable[str]) -> str:
   lines = ["| " + head + " | " + " | ".join(_label(sweep, c) for c in cols) + " |",
            "|---" * (len(cols) + 1) + "|"]
   for m in methods:
-    cells = [by.get((m, *c), {}).get("top1") for c in cols]
+    cells = [by.get((m, *c), {}).get(metric) for c in cols]
     if all(c is None for c in cells):
       continue
     lines.append(f"| {m} | " + " | ".join(_fmt(c) for c in cells) + " |")
   return "\n".join(lines)
 
 
-def grid_difference(rows: list[dict], method: str, baseline: str = GRID_BASELINE):
-  """``(heights, widths, {(h, w): points})``: top-1 of ``method`` minus ``baseline`` on the
-  grid sweep (None where either is missing)."""
+def grid_difference(rows: list[dict], method: str, baseline: str = GRID_BASELINE,
+                    metric: str = "top1"):
+  """``(heights, widths, {(h, w): points})``: ``metric`` of ``method`` minus ``baseline`` on
+  the grid sweep (None where either is missing)."""
   sel = select(rows, "grid")
-  top1 = {(r["method"], r["height"], r["width"]): r.get("top1") for r in sel}
+  top1 = {(r["method"], r["height"], r["width"]): r.get(metric) for r in sel}
   heights = sorted({r["height"] for r in sel})
   widths = sorted({r["width"] for r in sel})
   diff = {}
@@ -132,8 +144,9 @@ def grid_difference(rows: list[dict], method: str, baseline: str = GRID_BASELINE
   return heights, widths, diff
 
 
-def grid_table(rows: list[dict], method: str, baseline: str = GRID_BASELINE) -> str:
-  heights, widths, diff = grid_difference(rows, method, baseline)
+def grid_table(rows: list[dict], method: str, baseline: str = GRID_BASELINE,
+               metric: str = "top1") -> str:
+  heights, widths, diff = grid_difference(rows, method, baseline, metric)
   if not heights or all(v is None for v in diff.values()):
     return ""
   lines = ["| height \\ width | " + " | ".join(map(str, widths)) + " |",
@@ -202,19 +215,23 @@ def markdown(rows: list[dict], protocol: dict) -> str:
   methods = list(dict.fromkeys(r["method"] for r in rows if r["sweep"] != "patch"))
   main = [m for m in methods if not is_detail(m) and not is_route(m)]
   detail = [m for m in methods if is_detail(m) and not is_route(m)]
+  metrics = metrics_of(protocol)
+  metric = metrics[0]
   parts = ["# Resolution sweep", "", "Protocol: " + protocol_line(protocol), ""]
-  for sweep, title in SWEEP_TITLES.items():
+  for sweep in SWEEP_TITLES:
     values = fixed_values(rows, sweep)
     for fixed in values:
-      t = table(select(rows, sweep, fixed), sweep, main)
-      if t:
-        suffix = f" ({sweep.split('_')[1]} {fixed})" if len(values) > 1 else ""
-        parts += [f"## {title}{suffix}", "", t, ""]
+      for m in metrics:
+        t = table(select(rows, sweep, fixed), sweep, main, m)
+        if t:
+          suffix = f" ({sweep.split('_')[1]} {fixed})" if len(values) > 1 else ""
+          parts += [f"## {sweep_title(sweep, m)}{suffix}", "", t, ""]
+  label = METRIC_LABELS.get(metric, metric).split(" (")[0]
   for m in mspe_methods(rows, protocol):
-    t = grid_table(rows, m)
+    t = grid_table(rows, m, metric=metric)
     if t:
-      parts += [f"## {m} minus image resize, top-1 points, every (height, width) pair", "", t,
-                ""]
+      parts += [f"## {m} minus image resize, {label} points, every (height, width) pair", "",
+                t, ""]
   if "flexivit" in main:
     parts += [FLEXIVIT_NOTE, ""]
   patches = patch_table(rows)
@@ -224,13 +241,13 @@ def markdown(rows: list[dict], protocol: dict) -> str:
   if any(m.endswith("_oracle") for m in main):
     parts += ["`*_oracle` rows pick the best kernel per resolution on the evaluation set itself "
               "(how the authors' released scripts report): an upper bound, not a method.", ""]
-  routes = routing_table(rows, protocol.get("native_resolution") or 0)
+  routes = routing_table(rows, protocol.get("native_resolution") or 0, metric)
   if routes:
-    parts += ["## Routing rules (mean top-1 %, over the distinct shapes of every sweep)", "",
-              routes, ""]
-  detail_table = table(rows, "square", detail) if detail else ""
+    parts += [f"## Routing rules (mean {label} %, over the distinct shapes of every sweep)",
+              "", routes, ""]
+  detail_table = table(rows, "square", detail, metric) if detail else ""
   if detail_table:
-    parts += ["## Per-kernel top-1 (%) (kernel forced, square sweep)", "", detail_table, ""]
+    parts += [f"## Per-kernel {label} (%) (kernel forced, square sweep)", "", detail_table, ""]
   compute = flops_table(rows, main)
   if compute:
     parts += ["## Compute", "", compute, ""]
@@ -239,10 +256,12 @@ def markdown(rows: list[dict], protocol: dict) -> str:
 
 def protocol_line(p: dict) -> str:
   models = "; ".join(f"{k}: {v}" for k, v in (p.get("checkpoints") or {}).items())
+  scoring = f" Scoring: {p['scoring']}." if p.get("scoring") else ""
   return (f"{p.get('dataset')} {p.get('split')}, {p.get('num_images')} images; each input is "
           f"the {p.get('native_resolution')} px central crop resized with "
           f"{p.get('resize_method')} (antialias={p.get('antialias')}); MSPE routing: "
-          f"{p.get('routing')}; leftover pixels: {p.get('leftover')}. Models: {models}.")
+          f"{p.get('routing')}; leftover pixels: {p.get('leftover')}.{scoring} "
+          f"Models: {models}.")
 
 
 def write(out_dir: str, rows: list[dict], protocol: dict) -> dict[str, str]:

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import tqdm
 
-from mspe_jax import flops, geometry, jax_utils, vit
+from mspe_jax import flops, geometry, jax_utils, scoring, vit
 from mspe_jax.patch_embed import PatchEmbed
 from mspe_jax.report import ROUTE_INFIX
 
@@ -145,25 +145,30 @@ def make_shapes(config, native_hw=None) -> list[Shape]:
 
 
 class Sweep:
-  """Counts correct predictions of every (method, shape).
+  """Scores every (method, shape): the sums of ``scorer`` (``mspe_jax.scoring``; by default
+  the models' task's: correct predictions, or a confusion matrix), accumulated on device.
 
-  ``models``: ``{model_key: ViT}``. Two programs per evaluation: the method's patch
-  embedding, compiled per (method, shape), and the encoder, compiled per model and token grid
-  (once for every fixed-grid method and size of a model).
+  ``models``: ``{model_key: ViT}``. Three programs per evaluation: the method's patch
+  embedding, compiled per (method, shape); the encoder, compiled per model and token grid
+  (once for every fixed-grid method and size of a model); and the scoring, per input size
+  for segmentation (the logits are upsampled to it), once for classification.
   """
 
   def __init__(self, methods: list[Method], shapes: list[Shape], models: dict, native_hw, *,
-               mesh, resize_method: str = "bilinear", antialias: bool = True):
+               mesh, resize_method: str = "bilinear", antialias: bool = True, scorer=None):
     self.methods = {m.name: m for m in methods}
     self.shapes = shapes
     self.models = models
     self.native_hw = tuple(native_hw)
     self.mesh = mesh
     self.resize_method, self.antialias = resize_method, antialias
+    self.scorer = scorer or scoring.for_model(next(iter(models.values())))
     self._embed = jax.jit(self._embed_tokens, static_argnames=("method", "hw"),
                           out_shardings=jax_utils.batch_sharded(mesh))
-    self._encode = jax.jit(self._encode_count, static_argnames=("encoder",),
-                           out_shardings=jax_utils.replicated(mesh))
+    self._encode = jax.jit(self._encode_outputs, static_argnames=("encoder",),
+                           out_shardings=jax_utils.batch_sharded(mesh))
+    self._score = jax.jit(self.scorer.sums, static_argnames=("input_hw",),
+                          out_shardings=jax_utils.replicated(mesh))
     # The encoder part of each model (its policy dropped): models of one architecture share
     # the compiled encoder; a FlexiViT's own position-embedding grid gets its own.
     self._encoders = {k: m.clone(policy=PatchEmbed()) for k, m in models.items()}
@@ -183,9 +188,8 @@ class Sweep:
       x = geometry.resize_images(x, self.native_hw, self.resize_method, self.antialias)
     return self.models[m.model_key].apply({"params": params}, x, m.policy, method="embed")
 
-  def _encode_count(self, enc_params, tokens, labels, mask, *, encoder):
-    logits = encoder.apply({"params": enc_params}, tokens, sequence=False, method="encode")[0]
-    return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
+  def _encode_outputs(self, enc_params, tokens, *, encoder):
+    return encoder.apply({"params": enc_params}, tokens, sequence=False, method="encode")[0]
 
   def runnable(self, method: Method, hw) -> bool:
     """False (and remembered why) when a method cannot take an input, e.g. below one patch."""
@@ -201,7 +205,8 @@ class Sweep:
 
   def run(self, params_by_key: dict, batches, num_batches: int | None = None,
           progress: bool = True) -> tuple[dict, float]:
-    """``({(method, hw): correct}, examples)`` over ``batches`` (dicts with image/label/mask)."""
+    """``({(method, hw): sums}, examples)`` over ``batches`` (dicts with image/label/mask);
+    ``sums`` as the scorer's (numpy), ``self.scorer.summarize(sums, examples)`` the metrics."""
     pairs = [(m, s.hw) for s in self.shapes for m in self.methods.values()
              if m.runs(s.sweep) and self.runnable(m, s.hw)]
     pairs = list(dict.fromkeys((m.name, hw) for m, hw in pairs))
@@ -210,26 +215,36 @@ class Sweep:
     same = {p: self._computation(self.methods[p[0]], p[1]) for p in pairs}
     unique = list(dict.fromkeys(same.values()))
     first = {c: next(p for p in pairs if same[p] == c) for c in unique}
-    correct = {p: 0 for p in pairs}
+    sums = {}  # per computation, on device
     total = 0.0
     bar = tqdm.tqdm(total=None if num_batches is None else num_batches * len(unique),
                     desc="eval sweep", unit="eval", disable=not progress, mininterval=2.0)
     for batch in batches:
       gb = jax_utils.shard_batch(batch, self.mesh)
-      counts = {}
       for c in unique:
         name, hw = first[c]
-        key = self.methods[name].model_key
+        method = self.methods[name]
+        key = method.model_key
         tokens = self._embed(params_by_key[key], gb["image"], method=name, hw=hw)
-        counts[c] = self._encode(vit.encoder_params(params_by_key[key]), tokens, gb["label"],
-                                 gb["mask"], encoder=self._encoders[key])
+        outputs = self._encode(vit.encoder_params(params_by_key[key]), tokens,
+                               encoder=self._encoders[key])
+        input_hw = self._input_hw(method, hw) if self.scorer.needs_input_hw else None
+        batch_sums = self._score(outputs, gb["label"], gb["mask"], input_hw=input_hw)
+        sums[c] = (batch_sums if c not in sums
+                   else jax.tree_util.tree_map(jnp.add, sums[c], batch_sums))
         bar.update(1)
-      counts = dict(zip(unique, jax.device_get([counts[c] for c in unique])))  # keys: no pytree
-      for p in pairs:
-        correct[p] += int(counts[same[p]])
       total += float(batch["mask"].sum())
     bar.close()
-    return correct, total
+    fetched = dict(zip(unique, jax.device_get([sums[c] for c in unique if c in sums])))
+    return {p: fetched[same[p]] for p in pairs if same[p] in fetched}, total
+
+  def outputs(self, params_by_key: dict, batch, name: str, hw):
+    """One method's model outputs (logits) on one batch at ``hw``, with the sweep's programs."""
+    key = self.methods[name].model_key
+    gb = jax_utils.shard_batch(batch, self.mesh)
+    tokens = self._embed(params_by_key[key], gb["image"], method=name, hw=tuple(hw))
+    return self._encode(vit.encoder_params(params_by_key[key]), tokens,
+                        encoder=self._encoders[key])
 
   def _computation(self, method: Method, hw):
     """What determines a pair's result: the model, the input and its plan, and the policy
@@ -239,28 +254,31 @@ class Sweep:
     return (method.model_key, method.to_native, tuple(hw), self.plan(method, hw), policy)
 
   def compiled_programs(self) -> dict[str, int]:
-    """``{"embed": per (method, shape), "encoder": per token grid}``."""
+    """``{"embed": per (method, shape), "encoder": per token grid, "score": per input size
+    (segmentation) or one}``."""
     return {"embed": self._embed._cache_size(),  # noqa: SLF001
-            "encoder": self._encode._cache_size()}  # noqa: SLF001
+            "encoder": self._encode._cache_size(),  # noqa: SLF001
+            "score": self._score._cache_size()}  # noqa: SLF001
 
 
-def rows(sweep: Sweep, correct: dict, total: float, mspe_names: Iterable[str]) -> list[dict]:
-  """One row per (method, shape) with top-1 and FLOPs; adds the labelled oracle rows."""
+def rows(sweep: Sweep, sums: dict, total: float, mspe_names: Iterable[str]) -> list[dict]:
+  """One row per (method, shape) with the scorer's metrics (top-1, or mIoU / mAcc / F1) and
+  FLOPs; adds the labelled oracle rows (best kernel by the headline metric)."""
+  metric = sweep.scorer.metrics[0]
   out = []
   for shape in sweep.shapes:
     for name, m in sweep.methods.items():
       row = {"method": name, "sweep": shape.sweep, "height": shape.hw[0], "width": shape.hw[1]}
       if not m.runs(shape.sweep):
         continue
-      if (name, shape.hw) not in correct:
-        out.append({**row, "top1": None, "note": sweep.skipped.get((name, shape.hw), "")})
+      if (name, shape.hw) not in sums:
+        out.append({**row, metric: None, "note": sweep.skipped.get((name, shape.hw), "")})
         continue
       plan = sweep.plan(m, shape.hw)
       fl = flops.vit_flops(sweep.models[m.model_key], plan)
       if m.series:
         row.update(series=m.series, patch=plan.kernel_hw[0])
-      out.append({**row, "top1": correct[(name, shape.hw)] / max(total, 1.0),
-                  "correct": correct[(name, shape.hw)], "count": int(total), **fl,
+      out.append({**row, **sweep.scorer.summarize(sums[(name, shape.hw)], total), **fl,
                   "kernel_hw": list(plan.kernel_hw), "grid": list(plan.grid),
                   "kernel_index": plan.kernel_index})
   for name in mspe_names:
@@ -268,15 +286,11 @@ def rows(sweep: Sweep, correct: dict, total: float, mspe_names: Iterable[str]) -
       continue  # no per-kernel rows: no oracle to report
     for shape in sweep.shapes:
       same = [r for r in out if r["height"] == shape.hw[0] and r["width"] == shape.hw[1]
-              and r["sweep"] == shape.sweep and r.get("top1") is not None
+              and r["sweep"] == shape.sweep and r.get(metric) is not None
               and (r["method"] == name or r["method"].startswith(f"{name}_k"))]
       if not any(r["method"] != name for r in same):
         continue  # no per-kernel rows at this shape (they are square-sweep only)
-      best = max(same, key=lambda r: r["top1"])
-      out.append({"method": name + ORACLE_SUFFIX, "sweep": shape.sweep, "height": shape.hw[0],
-                  "width": shape.hw[1], "top1": best["top1"], "correct": best["correct"],
-                  "count": best["count"], "gflops": best["gflops"],
-                  "patch_gflops": best["patch_gflops"], "kernel_hw": best["kernel_hw"],
-                  "grid": best["grid"], "kernel_index": best["kernel_index"],
+      best = max(same, key=lambda r: r[metric])
+      out.append({**best, "method": name + ORACLE_SUFFIX,
                   "note": "oracle: best kernel chosen on the evaluation set itself"})
   return out

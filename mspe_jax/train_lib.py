@@ -40,6 +40,7 @@ from mspe_jax import (
   npz,
   optim,
   pi_resize,
+  scoring,
   sweep,
   terms,
   vit,
@@ -74,6 +75,12 @@ def validate_config(config) -> None:
     if losses.needs_teacher(config.loss.kind) and not config.init_file:
       raise ValueError(f"loss.kind={config.loss.kind!r} distils from the model in "
                        "config.init_file (FlexiViT's fixed-patch teacher): set it.")
+  if config.model.task not in (None, *vit.TASKS):
+    raise ValueError(f"config.model.task must be one of {vit.TASKS} (or None: the init file's), "
+                     f"got {config.model.task!r}.")
+  if config.mode == "flexi" and config.model.task == "segmentation":
+    raise ValueError("FlexiViT training (mode 'flexi') is for classifiers; train a segmenter "
+                     "with mode 'full', then MSPE.")
   if config.mspe.lam < 0:
     raise ValueError(f"config.mspe.lam must be >= 0, got {config.mspe.lam}.")
 
@@ -106,7 +113,8 @@ def build_model(config):
     # 32x32 and 7x7 whatever the image size); the patch size comes with each call.
     image_size = None if config.mode == "flexi" else m.image_size
     model, params = npz.load_pretrained(config.init_file, policy, variant=m.variant,
-                                        num_classes=m.num_classes, image_size=image_size)
+                                        num_classes=m.num_classes, image_size=image_size,
+                                        task=m.task)
     if config.mode == "flexi":
       model, params = flexi_underlying(model, params, config.flexi)
     return model, params, f"the pretrained file {config.init_file}"
@@ -114,7 +122,7 @@ def build_model(config):
           dict(patch_size=(m.patch_size, m.patch_size), width=m.width, depth=m.depth,
                num_heads=m.num_heads, mlp_dim=m.mlp_dim))
   model = vit.ViT(num_classes=m.num_classes, image_size=m.image_size, pool_type=m.pool_type,
-                  policy=policy, **arch)
+                  task=m.task or "classification", policy=policy, **arch)
   dummy = jnp.zeros((1, m.image_size, m.image_size, 3), jnp.float32)
   params = jax.jit(model.init)(jax.random.key(config.seed), dummy)["params"]
   return model, jax.device_get(params), f"scratch (seed {config.seed})"
@@ -144,9 +152,13 @@ def flexi_underlying(model, params, flexi):
 def make_step(config, model, tx, mesh):
   """The step of ``config.mode``: ``step(state, batch, terms) -> (state, metrics)``; a
   distilling FlexiViT's teacher is the init file's model at its own patch size, frozen."""
+  per_pixel = {}
+  if model.task == "segmentation":  # label maps at the native resolution (the batch's size)
+    per_pixel = dict(task=model.task, label_hw=geometry.as_hw(config.model.image_size),
+                     ignore_label=config.loss.ignore_label)
   loss_fn = losses.make_loss(config.loss.kind, temperature=config.loss.temperature,
                              distill_weight=config.loss.distill_weight,
-                             label_smoothing=config.loss.label_smoothing)
+                             label_smoothing=config.loss.label_smoothing, **per_pixel)
   if config.mode == "mspe":
     return MSPEStep(model, tx, mesh, loss_fn, distill=losses.needs_teacher(config.loss.kind))
   teacher = None
@@ -179,7 +191,8 @@ def term_sampler(config, model):
 
 
 def make_evaluator(config, model, mesh, has_labels: bool):
-  """``evaluate(params) -> {"eval/top1_HxW": ...}`` on the eval split, or None if off."""
+  """``evaluate(params) -> {"eval/top1_HxW": ...}`` (a segmenter: ``eval/miou_HxW``,
+  ``macc``, ``f1``) on the eval split, or None if off."""
   if not config.eval_every or not has_labels:
     return None
   source = data.get_source(config.data.name, config.data.eval_split, config.data.data_dir)
@@ -195,17 +208,23 @@ def make_evaluator(config, model, mesh, has_labels: bool):
     methods = [sweep.Method("model", model.policy, "model")]
     hws = [geometry.as_hw(r, "eval resolution") for r in config.eval_resolutions] or [native]
   runner = sweep.Sweep(methods, [sweep.Shape("square" if h == w else "other", (h, w))
-                                 for h, w in hws], {"model": model}, native, mesh=mesh)
+                                 for h, w in hws], {"model": model}, native, mesh=mesh,
+                       scorer=scoring.for_model(model, config.loss.ignore_label))
 
-  def key(name, hw):
-    return f"eval/top1_{name}" if config.mode == "flexi" else f"eval/top1_{hw[0]}x{hw[1]}"
+  def key(metric, name, hw):
+    where = name if config.mode == "flexi" else f"{hw[0]}x{hw[1]}"
+    return f"eval/{metric}_{where}"
 
   def evaluate(params):
     batches = data.eval_batches(source, batch_size=config.eval_batch_size, image_size=native[0],
                                 crop_fraction=config.input.eval_crop_fraction,
                                 max_examples=config.eval_examples)
-    correct, total = runner.run({"model": params}, batches, progress=False)
-    return {key(name, hw): c / max(total, 1.0) for (name, hw), c in correct.items()}
+    sums, total = runner.run({"model": params}, batches, progress=False)
+    out = {}
+    for (name, hw), s in sums.items():
+      scores = runner.scorer.summarize(s, total)
+      out.update({key(m, name, hw): scores[m] for m in runner.scorer.metrics})
+    return out
   return evaluate
 
 
@@ -326,7 +345,7 @@ def _train(config, workdir: str, hooks) -> dict:
         writer.write_scalars(step, scalars)
         bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
                         img_s=f"{scalars['train/images_per_sec']:.0f}",
-                        **{k.split("_", 1)[1]: f"{v:.3f}" for k, v in last_eval.items()})
+                        **{k.split("/", 1)[1]: f"{v:.3f}" for k, v in last_eval.items()})
         window_start = (step, time.time())
       report(step)  # steps/s, uptime (after the sync above on logging steps)
 

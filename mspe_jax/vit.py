@@ -13,13 +13,17 @@ The parameter tree is public API and matches big_vision's ``vit.py`` (Linen numb
     Transformer/encoderblock_{i}/LayerNorm_1/{scale,bias}
     Transformer/encoderblock_{i}/MlpBlock_0/Dense_{0,1}/{kernel,bias}
     Transformer/encoder_norm/{scale,bias}
-    head/{kernel,bias}                      (D, classes)
+    head/{kernel,bias}                      (D, classes)        task "classification"
+    head/{LayerNorm_0,Dense_0,Dense_1}/...  SETR-Naive head     task "segmentation"
     mspe/embedding_{k}/{kernel,bias}        (b_k, b_k, 3, D)    MSPE policy only
 
 The model is its architecture plus one patch-embedding policy (``mspe_jax.patch_embed``):
 ``ViT(..., policy=PatchEmbed("mspe"))`` declares the MSPE kernels and routes by default;
 any call can take another policy, ``model.apply(v, x, policy=PatchEmbed("pi"))``, the way
 big_vision's FlexiViT takes the sequence shape per call.
+
+``task="segmentation"`` makes it a SETR-Naive segmenter (``mspe_jax.segmentation``): the same
+encoder, a per-token head, logits ``(B, H, W, classes)`` at the input size.
 
 ``__call__`` returns ``(logits, extras)``; inputs are NHWC float images in [-1, 1]. It is
 ``encode(embed(images))``: ``embed`` is the only part that depends on the input size in the
@@ -37,10 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mspe_jax import attention, geometry, pi_resize
+from mspe_jax import attention, geometry, pi_resize, segmentation
 from mspe_jax.patch_embed import PRETRAINED_KERNEL, PatchEmbed, Plan
 
 POOL_TYPES = ("tok", "gap")
+TASKS = ("classification", "segmentation")
 
 VARIANTS = {
     "Ti": dict(width=192, depth=12, mlp_dim=768, num_heads=3),
@@ -171,13 +176,16 @@ def encoder_params(params):
 
 
 class ViT(nn.Module):
-  """ViT classifier: the architecture fields plus one patch-embedding ``policy``.
+  """ViT classifier or segmenter: the architecture fields plus one patch-embedding ``policy``.
 
   Attributes:
     num_classes: head size; 0 or None means no head (logits are the pre-logits).
     patch_size, width, depth, mlp_dim, num_heads: the architecture (see ``decode_variant``).
     image_size: native resolution; the token grid is ``N = image_size // patch``.
     pool_type: ``"tok"`` (cls token, AugReg) or ``"gap"`` (global average pooling).
+    task: ``"classification"`` (a linear head on the pooled token) or ``"segmentation"``
+      (SETR-Naive: a per-token head of width ``head_hidden``, None: ``width``; the class
+      token, if any, is encoded and dropped).
     policy: the default patch-embedding policy; its mode ``"mspe"`` also declares the MSPE
       kernels (``mspe/embedding_{k}``, base sizes ``policy.kernel_sizes(p)``).
   """
@@ -191,6 +199,8 @@ class ViT(nn.Module):
   in_channels: int = 3
   pool_type: str = "tok"
   head_zeroinit: bool = True
+  task: str = "classification"
+  head_hidden: int | None = None
   dtype: Any = jnp.float32
   policy: PatchEmbed = PatchEmbed()
 
@@ -234,6 +244,10 @@ class ViT(nn.Module):
   def setup(self):
     if self.pool_type not in POOL_TYPES:
       raise ValueError(f"Unknown pool_type {self.pool_type!r}; expected one of {POOL_TYPES}.")
+    if self.task not in TASKS:
+      raise ValueError(f"Unknown task {self.task!r}; expected one of {TASKS}.")
+    if self.task == "segmentation" and not self.num_classes:
+      raise ValueError("A segmentation model needs num_classes > 0 (background included).")
     d = self.width
     self.embedding = PatchKernel(self.patch, self.in_channels, d)
     if self.base_sizes:
@@ -243,7 +257,9 @@ class ViT(nn.Module):
     if self.pool_type == "tok":
       self.cls = self.param("cls", nn.initializers.zeros, (1, 1, d))
     self.Transformer = Encoder(self.depth, self.mlp_dim or 4 * d, self.num_heads, self.dtype)
-    if self.num_classes:
+    if self.task == "segmentation":
+      self.head = segmentation.SegHead(self.num_classes, self.head_hidden or d, self.dtype)
+    elif self.num_classes:
       head_init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
       self.head = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=head_init)
 
@@ -291,6 +307,8 @@ class ViT(nn.Module):
     ``sequence=False`` computes only what the logits need: with ``pool_type="tok"`` the last
     block's attention and MLP run for the class token alone (its other outputs are never
     read), and ``extras["encoded"]`` is then ``(B, 1, D)``. Training and evaluation use it.
+    A segmenter returns logits on the token grid, ``(B, gh, gw, classes)`` (every token is
+    needed: ``sequence`` changes nothing).
     """
     n, gh, gw, d = tokens.shape
     tokens = tokens.reshape(n, gh * gw, d)
@@ -299,8 +317,13 @@ class ViT(nn.Module):
     x = tokens + posemb.astype(self.dtype)
     if self.pool_type == "tok":
       x = jnp.concatenate([jnp.tile(jnp.asarray(self.cls, self.dtype), (n, 1, 1)), x], axis=1)
-    last_queries = 1 if self.pool_type == "tok" and not sequence else None
+    segmenter = self.task == "segmentation"
+    last_queries = 1 if self.pool_type == "tok" and not (sequence or segmenter) else None
     encoded = self.Transformer(x, last_queries)
+    if segmenter:
+      patches = encoded[:, 1:] if self.pool_type == "tok" else encoded
+      extras = {"tokens": tokens, "encoded": encoded}
+      return self.head(patches.reshape(n, gh, gw, d)), extras
     pre_logits = encoded[:, 0] if self.pool_type == "tok" else jnp.mean(encoded, axis=1)
     extras = {"tokens": tokens, "encoded": encoded, "pre_logits": pre_logits}
     if not self.num_classes:
@@ -308,5 +331,9 @@ class ViT(nn.Module):
     return self.head(pre_logits), extras
 
   def __call__(self, images, policy: PatchEmbed | None = None, sequence: bool = True):
-    """``encode(embed(images, policy), sequence)``."""
-    return self.encode(self.embed(images, policy), sequence)
+    """``encode(embed(images, policy), sequence)``; a segmenter's logits upsampled
+    (bilinear) to the input size."""
+    logits, extras = self.encode(self.embed(images, policy), sequence)
+    if self.task == "segmentation":
+      logits = segmentation.upsample(logits, images.shape[1:3])
+    return logits, extras
