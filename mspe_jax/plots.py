@@ -148,8 +148,9 @@ def heatmap(path: str, rows: list[dict], method: str, protocol: dict) -> str | N
 
 def masks(path: str, inputs: dict, labels, predictions: dict, methods: list[str],
           protocol: dict) -> str:
-  """Segmentation examples: per example, a row with the input at each size (and the ground
-  truth), then one row per method with its predicted mask at each size.
+  """Segmentation examples side by side: for each example a block of columns, one per input
+  size and the ground truth last; the first row shows the inputs, then one row per method
+  with its predicted mask (upsampled to the label map).
 
   ``inputs``: ``{size: (N, size, size, C) images in [-1, 1]}``; ``labels``: ``(N, H, W)``;
   ``predictions``: ``{(method, size): (N, H, W) classes}`` (missing: the method cannot take
@@ -163,31 +164,32 @@ def masks(path: str, inputs: dict, labels, predictions: dict, methods: list[str]
   colours = matplotlib.colormaps["tab20"](np.linspace(0, 1, 20))[:max(classes - 1, 1)]
   cmap = matplotlib.colors.ListedColormap([(0, 0, 0, 1), *colours])
   show = dict(cmap=cmap, vmin=-0.5, vmax=len(cmap.colors) - 0.5, interpolation="nearest")
-  rows = count * (1 + len(methods))
-  fig, axes = plt.subplots(rows, len(sizes) + 1, figsize=(1.5 * (len(sizes) + 1), 1.5 * rows),
-                           squeeze=False)
+  block = len(sizes) + 1
+  cols, rows = count * block, 1 + len(methods)
+  fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.25 * rows + 0.5), squeeze=False)
   for ax in axes.ravel():
     ax.set_xticks([])
     ax.set_yticks([])
   for i in range(count):
-    top = i * (1 + len(methods))
     for j, size in enumerate(sizes):
       image = (np.asarray(inputs[size][i]) + 1) / 2
-      axes[top, j].imshow(np.clip(image, 0, 1), interpolation="nearest")
-      axes[top, j].set_title(f"input {size} px", fontsize=7)
-    axes[top, -1].imshow(labels[i], **show)
-    axes[top, -1].set_title("ground truth", fontsize=7)
-    for r, method in enumerate(methods, start=1):
-      axes[top + r, 0].set_ylabel(method, fontsize=7)
-      for j, size in enumerate(sizes):
+      axes[0, i * block + j].imshow(np.clip(image, 0, 1), interpolation="nearest")
+      axes[0, i * block + j].set_title(f"{size} px", fontsize=8)
+      for r, method in enumerate(methods, start=1):
         if (method, size) in predictions:
-          axes[top + r, j].imshow(predictions[(method, size)][i], **show)
+          axes[r, i * block + j].imshow(predictions[(method, size)][i], **show)
         else:
-          axes[top + r, j].set_axis_off()
-      axes[top + r, -1].imshow(labels[i], **show)
-  fig.suptitle(f"{protocol.get('dataset')} {protocol.get('split')}:\npredicted masks at each "
-               "input size\n(last column: ground truth)", fontsize=8)
-  fig.tight_layout()
+          axes[r, i * block + j].set_axis_off()
+    for r in range(rows):
+      axes[r, i * block + block - 1].imshow(labels[i], **show)
+    axes[0, i * block + block - 1].set_title("truth", fontsize=8)
+  axes[0, 0].set_ylabel("input", fontsize=8)
+  for r, method in enumerate(methods, start=1):
+    axes[r, 0].set_ylabel(method, fontsize=8)
+  fig.suptitle(f"{protocol.get('dataset')} {protocol.get('split')}: predicted masks at each "
+               "input size (rows: methods; last column of each block: ground truth)",
+               fontsize=9)
+  fig.tight_layout(rect=(0, 0, 1, 0.96))
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
