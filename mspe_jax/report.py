@@ -18,6 +18,7 @@ SWEEP_TITLES = {
 }
 METRIC_LABELS = {"top1": "Top-1 (%)", "miou": "mIoU (%)", "macc": "mAcc (%)",
                  "f1": "mean F1 (%)"}
+METRIC_NAMES = {"top1": "top-1", "miou": "mIoU", "macc": "mAcc", "f1": "F1"}  # in sentences
 
 
 def metrics_of(protocol: dict) -> list[str]:
@@ -226,7 +227,7 @@ def markdown(rows: list[dict], protocol: dict) -> str:
         if t:
           suffix = f" ({sweep.split('_')[1]} {fixed})" if len(values) > 1 else ""
           parts += [f"## {sweep_title(sweep, m)}{suffix}", "", t, ""]
-  label = METRIC_LABELS.get(metric, metric).split(" (")[0]
+  label = METRIC_NAMES.get(metric, metric)
   for m in mspe_methods(rows, protocol):
     t = grid_table(rows, m, metric=metric)
     if t:
