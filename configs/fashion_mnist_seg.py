@@ -17,8 +17,11 @@ Measured (2026-11-29, seed 0, 1,500 steps of batch 32, 33.5 minutes on 2 CPU cor
 with test runs for part of it): on the first 1,000 test canvases at 56 px, mIoU 33.6%,
 mAcc 46.7%, F1 47.3% (step 500: 23.5 / 35.5 / 33.8; step 1,000: 31.6 / 43.3 / 44.8). The
 background is easy; the garment classes that Fashion-MNIST itself confuses (shirt,
-T-shirt, pullover, coat) keep the mean low. Not measured: the same run from scratch (we
-started from the classifier's encoder, as SETR starts from a pretrained ViT).
+T-shirt, pullover, coat) keep the mean low. The classifier's encoder helps: the same run
+from scratch (``--config.init_file= --config.model.patch_size=4 --config.model.width=128
+--config.model.depth=4 --config.model.num_heads=4 --config.model.mlp_dim=512``, stopped after
+step 500) scored mIoU 18.4 / mAcc 28.6 / F1 26.0 at step 500 against 23.5 / 35.5 / 33.8, with
+training loss 0.751 against 0.692.
 
 ``get_config("smoke")``: a handful of steps on tiny batches, for tests.
 """
