@@ -244,3 +244,37 @@ def test_ade20k_recipe_trains_and_evaluates_on_self_made_files(tmp_path):
   scored = {(r["method"], r["height"]) for r in doc["rows"] if 0 <= r["miou"] <= 1}
   assert scored == {(m, s) for m in ("vanilla", "pi", "img_resize", "mspe") for s in (16, 64)}
   assert (work / "eval" / "masks.png").exists()
+
+
+EIGHT_DEVICE_CHECK = r"""
+import jax, jax.numpy as jnp, numpy as np
+from mspe_jax import jax_utils, scoring
+assert jax.device_count() == 8
+rng = np.random.default_rng(0)
+labels = rng.integers(0, 6, (16, 12, 12))
+labels[rng.random(labels.shape) < 0.1] = 255
+logits = rng.normal(size=(16, 4, 4, 6)).astype(np.float32)
+mask = np.ones(16, np.float32)
+mask[-3:] = 0
+scorer = scoring.SegmentationScores(6)
+score = jax.jit(scorer.sums, static_argnames="input_hw")
+one = score(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(mask), input_hw=(8, 8))
+mesh = jax_utils.make_mesh()
+batch = jax_utils.shard_batch({"logits": logits, "label": labels, "mask": mask}, mesh)
+eight = score(batch["logits"], batch["label"], batch["mask"], input_hw=(8, 8))
+assert len(batch["label"].sharding.device_set) == 8
+np.testing.assert_array_equal(np.asarray(one["confusion"]), np.asarray(eight["confusion"]))
+print("confusion", int(np.asarray(eight["confusion"]).sum()))
+"""
+
+
+def test_confusion_matrix_on_eight_devices_equals_one_device():
+  import subprocess
+  import sys
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", EIGHT_DEVICE_CHECK], capture_output=True,
+                        text=True, timeout=300, env=env,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.startswith("confusion ")
