@@ -166,7 +166,7 @@ def mask_picture(config, runner, params_by_key, source, native, out_dir: str,
       hw = (size, size)
       if runner.runnable(runner.methods[name], hw):
         logits = runner.outputs(params_by_key, batch, name, hw)
-        input_hw = runner._input_hw(runner.methods[name], hw)  # noqa: SLF001
+        input_hw = runner.input_hw(runner.methods[name], hw)
         pred = segmentation.predict(logits, input_hw, batch["label"].shape[1:3])
         predictions[(name, size)] = jax.device_get(pred)[:count]
   inputs = {size: jax.device_get(geometry.resize_images(

@@ -174,12 +174,13 @@ class Sweep:
     self._encoders = {k: m.clone(policy=PatchEmbed()) for k, m in models.items()}
     self.skipped: dict[tuple[str, tuple[int, int]], str] = {}
 
-  def _input_hw(self, method: Method, hw):
+  def input_hw(self, method: Method, hw):
+    """The size the method's model sees: ``hw``, or the native size for ``img_resize``."""
     return self.native_hw if method.to_native else tuple(hw)
 
   def plan(self, method: Method, hw):
     """The method's ``Plan`` for an ``hw`` input."""
-    return self.models[method.model_key].plan(*self._input_hw(method, hw), method.policy)
+    return self.models[method.model_key].plan(*self.input_hw(method, hw), method.policy)
 
   def _embed_tokens(self, params, images, *, method, hw):
     m = self.methods[method]
@@ -223,12 +224,8 @@ class Sweep:
       gb = jax_utils.shard_batch(batch, self.mesh)
       for c in unique:
         name, hw = first[c]
-        method = self.methods[name]
-        key = method.model_key
-        tokens = self._embed(params_by_key[key], gb["image"], method=name, hw=hw)
-        outputs = self._encode(vit.encoder_params(params_by_key[key]), tokens,
-                               encoder=self._encoders[key])
-        input_hw = self._input_hw(method, hw) if self.scorer.needs_input_hw else None
+        outputs = self._outputs(params_by_key, gb, name, hw)
+        input_hw = self.input_hw(self.methods[name], hw) if self.scorer.needs_input_hw else None
         batch_sums = self._score(outputs, gb["label"], gb["mask"], input_hw=input_hw)
         sums[c] = (batch_sums if c not in sums
                    else jax.tree_util.tree_map(jnp.add, sums[c], batch_sums))
@@ -239,9 +236,12 @@ class Sweep:
     return {p: fetched[same[p]] for p in pairs if same[p] in fetched}, total
 
   def outputs(self, params_by_key: dict, batch, name: str, hw):
-    """One method's model outputs (logits) on one batch at ``hw``, with the sweep's programs."""
+    """One method's model outputs (logits) on one host batch at ``hw``, with the sweep's
+    programs."""
+    return self._outputs(params_by_key, jax_utils.shard_batch(batch, self.mesh), name, hw)
+
+  def _outputs(self, params_by_key: dict, gb, name: str, hw):
     key = self.methods[name].model_key
-    gb = jax_utils.shard_batch(batch, self.mesh)
     tokens = self._embed(params_by_key[key], gb["image"], method=name, hw=tuple(hw))
     return self._encode(vit.encoder_params(params_by_key[key]), tokens,
                         encoder=self._encoders[key])
